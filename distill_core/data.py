@@ -1,0 +1,395 @@
+"""Loading real data (data dir, hub, custom files, built-in demo), tokenising it, real batches."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import UserError
+from .tasks import TaskSpec, get_task
+
+__all__ = [
+    "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "RealBatcher",
+    "load_task_data", "read_table", "encode_split", "DEMO_DIR", "default_data_dir",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = REPO_ROOT / "assets" / "demo"
+TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
+
+
+def default_data_dir() -> str | None:
+    """The data directory named by the environment (`DISTILL_DATA_DIR`), if any."""
+    return os.environ.get("DISTILL_DATA_DIR") or None
+
+
+@dataclass
+class DataConfig:
+    """Where the real data comes from and how it is cut into batches."""
+
+    task: str | None = "sst2"
+    data_dir: str | None = None          # <dir>/<task>/<split>.parquet|csv|tsv|jsonl; env DISTILL_DATA_DIR
+    train_file: str | None = None        # custom data: both files, the text column(s) and the label column
+    eval_file: str | None = None
+    text_columns: list[str] = field(default_factory=list)
+    label_column: str | None = None
+    max_length: int = 128                # tokens per real example (truncation)
+    real_batch_size: int = 32
+    train_rows: int | None = None        # optional cap (random rows, fixed by seed)
+    eval_rows: int | None = None         # optional cap on the evaluation split (periodic validation)
+    allow_hub: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        custom = self.train_file is not None or self.eval_file is not None
+        if custom:
+            if not (self.train_file and self.eval_file):
+                raise UserError("custom data needs both --train-file and --eval-file")
+            if not self.text_columns:
+                raise UserError("custom data needs --text-column (once, or twice for sentence pairs)")
+            if len(self.text_columns) > 2:
+                raise UserError(f"--text-column given {len(self.text_columns)} times; at most 2 (a sentence pair)")
+            if not self.label_column:
+                raise UserError("custom data needs --label-column")
+        elif not self.task:
+            raise UserError("name a task (--task) or give custom data (--train-file/--eval-file)")
+        else:
+            get_task(self.task)
+        if self.max_length < 8 or self.max_length > 512:
+            raise UserError(f"max_length must be in [8, 512], got {self.max_length}")
+        if self.real_batch_size < 1:
+            raise UserError(f"real_batch_size must be >= 1, got {self.real_batch_size}")
+        for name in ("train_rows", "eval_rows"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UserError(f"{name} must be >= 1 when set, got {v}")
+
+    @property
+    def is_custom(self) -> bool:
+        return self.train_file is not None or self.eval_file is not None
+
+
+@dataclass
+class Split:
+    """One split as plain Python: texts (a tuple of 1 or 2 strings each) and integer labels."""
+
+    texts: list[tuple[str, ...]]
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class TaskData:
+    """A task's spec with its train and evaluation splits."""
+
+    spec: TaskSpec
+    train: Split
+    eval: Split
+    source: str
+
+    @property
+    def is_demo(self) -> bool:
+        return self.spec.is_demo
+
+    def majority_label(self) -> int:
+        return int(np.bincount(self.train.labels, minlength=self.spec.num_labels).argmax())
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a csv/tsv/jsonl/parquet file, with errors that name the file."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"data file not found: {p}")
+    if p.is_dir():
+        raise UserError(f"expected a data file, got a directory: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+        if suffix == ".csv":
+            return pd.read_csv(p, keep_default_na=False)
+        if suffix == ".tsv":
+            import csv
+            return pd.read_csv(p, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+        if suffix == ".jsonl":
+            return pd.read_json(p, lines=True)
+    except UserError:
+        raise
+    except Exception as exc:  # parsers raise many types; the user needs the file name and the reason
+        raise UserError(f"could not read {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    raise UserError(f"unsupported data file type {suffix!r} for {p}; use one of {', '.join(TABLE_SUFFIXES)}")
+
+
+def _find_split_file(data_dir: Path, task: str, split: str) -> Path | None:
+    for suffix in TABLE_SUFFIXES:
+        candidate = data_dir / task / f"{split}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _frame_to_split(frame: pd.DataFrame, text_fields: Sequence[str], label_field: str,
+                    label_names: Sequence[str] | None, where: str, class_ids: bool) -> tuple[Split, list[str]]:
+    """Turn a frame into a Split, checking columns and labels; returns the label names used.
+
+    class_ids=True (registered tasks): labels are class indices 0..K-1 or the class names.
+    class_ids=False (custom data): labels are looked up by their text (names from the train file).
+    """
+    missing = [c for c in (*text_fields, label_field) if c not in frame.columns]
+    if missing:
+        raise UserError(f"{where}: missing column(s) {', '.join(map(repr, missing))}; "
+                        f"columns present: {', '.join(map(str, frame.columns))}")
+    if len(frame) == 0:
+        raise UserError(f"{where}: the split is empty")
+    raw = frame[label_field]
+    if raw.isna().any():
+        raise UserError(f"{where}: column {label_field!r} has {int(raw.isna().sum())} empty label(s)")
+    keys = [_label_key(v) for v in raw.tolist()]
+    if label_names is None:  # custom train file: its distinct labels, numbers in numeric order
+        distinct = set(keys)
+        numeric = all(k.lstrip("-").isdigit() for k in distinct)
+        label_names = sorted(distinct, key=int) if numeric else sorted(distinct)
+    names = list(label_names)
+    index = {n: i for i, n in enumerate(names)}
+    if class_ids:
+        index.update({str(i): i for i in range(len(names))})
+    labels = np.empty(len(frame), dtype=np.int64)
+    bad: list[str] = []
+    for i, key in enumerate(keys):
+        if key in index:
+            labels[i] = index[key]
+        else:
+            bad.append(key)
+    if bad:
+        shown = ", ".join(repr(b) for b in list(dict.fromkeys(bad))[:5])
+        raise UserError(f"{where}: {len(bad)} label(s) in column {label_field!r} outside the task's labels "
+                        f"{names} (e.g. {shown})")
+    cols = [frame[c].tolist() for c in text_fields]
+    texts = [tuple("" if t is None or (isinstance(t, float) and math.isnan(t)) else str(t) for t in row)
+             for row in zip(*cols)]
+    return Split(texts, labels, where), names
+
+
+def _label_key(value) -> str:
+    """A label as text: integers (also 1.0) as their digits, anything else as str."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _load_hub_split(spec: TaskSpec, split: str) -> pd.DataFrame | None:
+    if not spec.hub_path:
+        return None
+    try:
+        import datasets  # optional: the normal path for online users, never needed by tests
+    except ImportError:
+        return None
+    try:
+        return datasets.load_dataset(*spec.hub_path, split=split).to_pandas()
+    except Exception:
+        return None
+
+
+def load_task_data(cfg: DataConfig) -> TaskData:
+    """Load train and evaluation splits for a registered task or custom files.
+
+    Sources, in order: the data directory (setting, then `DISTILL_DATA_DIR`), the Hugging
+    Face hub, and for the `demo` task the built-in files under assets/demo.
+    """
+    cfg.validate()
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.is_custom:
+        spec0 = TaskSpec("custom", tuple(cfg.text_columns), (), label_field=cfg.label_column)
+        train, names = _frame_to_split(read_table(cfg.train_file), spec0.text_fields, spec0.label_field,
+                                       None, str(cfg.train_file), class_ids=False)
+        evaluation, _ = _frame_to_split(read_table(cfg.eval_file), spec0.text_fields, spec0.label_field,
+                                        names, str(cfg.eval_file), class_ids=False)
+        spec = TaskSpec("custom", tuple(cfg.text_columns), tuple(names), label_field=cfg.label_column,
+                        description=f"custom data from {cfg.train_file}")
+        source = f"files {cfg.train_file}, {cfg.eval_file}"
+    else:
+        spec = get_task(cfg.task)
+        splits: dict[str, Split] = {}
+        sources = []
+        data_dir = cfg.data_dir or default_data_dir()
+        for role, split in (("train", spec.train_split), ("evaluation", spec.eval_split)):
+            frame, where = None, None
+            if spec.is_demo:
+                path = _find_split_file(DEMO_DIR.parent, "demo", split)
+                if path is not None:
+                    frame, where = read_table(path), str(path)
+            if frame is None and data_dir:
+                if not Path(data_dir).is_dir():
+                    raise UserError(f"data directory not found: {data_dir}")
+                path = _find_split_file(Path(data_dir), spec.name, split)
+                if path is not None:
+                    frame, where = read_table(path), str(path)
+            if frame is None and cfg.allow_hub and not spec.is_demo:
+                frame = _load_hub_split(spec, split)
+                where = f"hub {'/'.join(spec.hub_path)}:{split}"
+            if frame is None:
+                tried = f"{data_dir}/{spec.name}/{split}.{{parquet,csv,tsv,jsonl}}" if data_dir else "no data directory set"
+                raise UserError(
+                    f"task {spec.name!r} has no {role} split {split!r} here (tried {tried}"
+                    f"{', the Hugging Face hub' if cfg.allow_hub and spec.hub_path else ''}); "
+                    + ("distillation never trains on the evaluation split" if role == "train" else "")
+                )
+            splits[role], _ = _frame_to_split(frame, spec.text_fields, spec.label_field, spec.label_names, where,
+                                                class_ids=True)
+            sources.append(where)
+        train, evaluation = splits["train"], splits["evaluation"]
+        source = ", ".join(sources)
+    if len(np.unique(train.labels)) < 2:
+        raise UserError(f"{train.source}: the train split holds a single class "
+                        f"({spec.label_names[int(train.labels[0])]!r}); distillation needs at least 2")
+    train = _cap(train, cfg.train_rows, rng)
+    evaluation = _cap(evaluation, cfg.eval_rows, rng)
+    return TaskData(spec, train, evaluation, source)
+
+
+def _cap(split: Split, rows: int | None, rng: np.random.Generator) -> Split:
+    if rows is None or rows >= len(split):
+        return split
+    keep = np.sort(rng.choice(len(split), size=rows, replace=False))
+    return Split([split.texts[i] for i in keep], split.labels[keep], f"{split.source} ({rows} random rows)")
+
+
+@dataclass
+class EncodedSplit:
+    """Token ids per example (unpadded) plus labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def encode_split(split: Split, tokenizer, max_length: int) -> EncodedSplit:
+    """Tokenise a split once: [CLS] a [SEP] (b [SEP]), truncated to max_length."""
+    firsts = [t[0] for t in split.texts]
+    seconds = [t[1] for t in split.texts] if split.texts and len(split.texts[0]) > 1 else None
+    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=False)
+    types = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
+    return EncodedSplit(enc["input_ids"], types, torch.as_tensor(split.labels, dtype=torch.long))
+
+
+@dataclass
+class RealBatch:
+    """One padded (micro-)batch of real examples."""
+
+    input_ids: torch.Tensor        # (B, S)
+    token_type_ids: torch.Tensor   # (B, S)
+    attention_mask: torch.Tensor   # (B, S)
+    labels: torch.Tensor           # (B,)
+
+    def to(self, device: torch.device) -> "RealBatch":
+        return RealBatch(*(t.to(device, non_blocking=True) for t in
+                           (self.input_ids, self.token_type_ids, self.attention_mask, self.labels)))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def collate(encoded: EncodedSplit, indices: Sequence[int], pad_id: int = 0, multiple_of: int = 8) -> RealBatch:
+    """Pad the chosen examples to their longest (rounded up to a multiple of 8)."""
+    longest = max(len(encoded.input_ids[i]) for i in indices)
+    width = int(math.ceil(longest / multiple_of) * multiple_of)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(indices), width), dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, i in enumerate(indices):
+        n = len(encoded.input_ids[i])
+        ids[row, :n] = torch.as_tensor(encoded.input_ids[i])
+        types[row, :n] = torch.as_tensor(encoded.token_type_ids[i])
+        mask[row, :n] = 1
+    return RealBatch(ids, types, mask, encoded.labels[list(indices)])
+
+
+def split_by_length(encoded: EncodedSplit, indices: Sequence[int], max_tokens: int | None) -> list[list[int]]:
+    """Cut one batch into length-sorted micro-batches of at most `max_tokens` padded positions.
+
+    The loss over the whole batch is the size-weighted sum of the micro-batch losses, so the
+    gradient is unchanged; sorting by length removes most of the padding of short-text tasks.
+    """
+    order = sorted(indices, key=lambda i: len(encoded.input_ids[i]))
+    if not max_tokens:
+        return [list(order)]
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending length: the newest element is the longest of its chunk
+        width = int(math.ceil(len(encoded.input_ids[i]) / 8) * 8)
+        if current and width * (len(current) + 1) > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class RealBatcher:
+    """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
+
+    def __init__(self, encoded: EncodedSplit, batch_size: int, seed: int = 0, pad_id: int = 0,
+                 micro_batch_tokens: int | None = 2048):
+        self.encoded = encoded
+        self.batch_size = min(batch_size, len(encoded))
+        self.pad_id = pad_id
+        self.micro_batch_tokens = micro_batch_tokens
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order: list[int] = []
+        self.epoch = 0
+        self.batches_drawn = 0
+
+    def next_indices(self) -> list[int]:
+        if len(self._order) < self.batch_size:
+            self._order.extend(torch.randperm(len(self.encoded), generator=self.generator).tolist())
+            self.epoch += 1
+        idx, self._order = self._order[: self.batch_size], self._order[self.batch_size:]
+        self.batches_drawn += 1
+        return idx
+
+    def next(self) -> list[RealBatch]:
+        """The next batch as length-sorted micro-batches (see split_by_length)."""
+        idx = self.next_indices()
+        return [collate(self.encoded, chunk, self.pad_id)
+                for chunk in split_by_length(self.encoded, idx, self.micro_batch_tokens)]
+
+    def state(self) -> dict:
+        return {"generator": self.generator.get_state().tolist(), "order": list(self._order),
+                "epoch": self.epoch, "batches_drawn": self.batches_drawn}
+
+    def load_state(self, state: dict) -> None:
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self._order = list(state["order"])
+        self.epoch = int(state["epoch"])
+        self.batches_drawn = int(state["batches_drawn"])
+
+    def __iter__(self) -> Iterator[list[RealBatch]]:
+        while True:
+            yield self.next()
+
+
+def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: int = 0) -> list[tuple[list[int], RealBatch]]:
+    """The whole split, length-sorted into padded batches of at most `max_tokens` positions."""
+    chunks = split_by_length(encoded, range(len(encoded)), max_tokens)
+    return [(chunk, collate(encoded, chunk, pad_id)) for chunk in chunks]

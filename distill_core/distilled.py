@@ -1,0 +1,280 @@
+"""DistilledData: synthetic embeddings, labels, attention labels and inner learning rates."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+from .losses import ATTENTION_MODES
+
+__all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "FORMAT_NAME", "atomic_write_bytes"]
+
+FORMAT_NAME = "distill-attention-labels/distilled-data"
+FORMAT_VERSION = 1
+LABEL_TYPES = ("hard", "soft", "unrestricted")
+INIT_KINDS = ("random", "real")
+
+
+def inverse_softplus(y: float) -> float:
+    """x with softplus(x) == y, exactly: log(expm1(y)) (not log(exp(y) - 1))."""
+    if y <= 0:
+        raise UserError(f"inner learning rate init must be > 0, got {y}")
+    return y + math.log(-math.expm1(-y)) if y > 20 else math.log(math.expm1(y))
+
+
+@dataclass
+class DistilledConfig:
+    """Shape and kind of the synthetic data (METHOD.md, 'What one distilled sample holds')."""
+
+    seq_len: int = 64
+    samples_per_class: int = 1
+    inner_steps: int = 1
+    different_data_per_step: bool = False
+    label_type: str = "soft"              # hard | soft | unrestricted
+    attention_labels: str = "cls"         # none | cls | all
+    attention_loss_weight: float = 1.0    # lambda in L_task + lambda * L_attn
+    inner_lr_init: float = 0.1
+    init: str = "random"                  # random (as the paper) | real (embeddings of real examples)
+
+    def validate(self, max_positions: int | None = None) -> None:
+        if self.seq_len < 2:
+            raise UserError(f"seq_len must be >= 2, got {self.seq_len}")
+        if max_positions is not None and self.seq_len > max_positions:
+            raise UserError(f"seq_len {self.seq_len} is above the model's {max_positions} max positions")
+        if self.samples_per_class < 1:
+            raise UserError(f"samples_per_class must be >= 1, got {self.samples_per_class}")
+        if self.inner_steps < 1:
+            raise UserError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.different_data_per_step and self.samples_per_class % self.inner_steps:
+            raise UserError(
+                f"different data per step needs samples_per_class ({self.samples_per_class}) to be a multiple of "
+                f"inner_steps ({self.inner_steps}): step t uses its own share of the samples")
+        if self.label_type not in LABEL_TYPES:
+            raise UserError(f"label_type must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
+        if self.attention_labels not in ATTENTION_MODES:
+            raise UserError(f"attention_labels must be one of {', '.join(ATTENTION_MODES)}, got {self.attention_labels!r}")
+        if self.init not in INIT_KINDS:
+            raise UserError(f"init must be one of {', '.join(INIT_KINDS)}, got {self.init!r}")
+        if not self.inner_lr_init > 0:
+            raise UserError(f"inner_lr_init must be > 0, got {self.inner_lr_init}")
+        if self.attention_loss_weight < 0:
+            raise UserError(f"attention_loss_weight must be >= 0, got {self.attention_loss_weight}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistilledConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class StepBatch:
+    """The synthetic mini-batch of one inner step, as differentiable views of the parameters."""
+
+    embeds: torch.Tensor                    # (B, L, D)
+    targets: torch.Tensor                   # (B, C) float targets or (B,) class ids
+    attention_logits: torch.Tensor | None   # (B, K, H, L) or (B, K, H, L, L)
+
+
+class DistilledData:
+    """The learnable synthetic set. Row r holds sample r // C of class r % C.
+
+    Learnable tensors (all leaf tensors, optimised by the distiller):
+      embeds            (N, L, D)  inputs_embeds of each sample
+      label_values      (N, C)     one-hot at init; soft -> softmax, unrestricted -> raw
+      attention_logits  (N, K, H, L) ("cls") or (N, K, H, L, L) ("all"); softmax = target attention
+      lr_raw            (T,)       softplus(lr_raw[t]) is the inner learning rate of step t
+    """
+
+    def __init__(self, config: DistilledConfig, num_labels: int, hidden_size: int, num_layers: int,
+                 num_heads: int, label_names: list[str] | None = None, meta: dict | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 generator: torch.Generator | None = None):
+        config.validate()
+        self.config = config
+        self.num_labels = num_labels
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.label_names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
+        self.meta = dict(meta or {})
+        n, L = self.num_samples, config.seq_len
+
+        def randn(*shape):  # generated on CPU so a seed gives the same data on every device
+            return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+        self.embeds = randn(n, L, hidden_size)
+        self.label_values = F.one_hot(self.row_classes(), num_labels).to(device=device, dtype=dtype)
+        if config.attention_labels == "cls":
+            self.attention_logits = randn(n, num_layers, num_heads, L)
+        elif config.attention_labels == "all":
+            self.attention_logits = randn(n, num_layers, num_heads, L, L)
+        else:
+            self.attention_logits = None
+        self.lr_raw = torch.full((config.inner_steps,), inverse_softplus(config.inner_lr_init), device=device, dtype=dtype)
+        for t in self.learnable().values():
+            t.requires_grad_(True)
+
+    # --- layout ---------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return self.config.samples_per_class * self.num_labels
+
+    def row_classes(self) -> torch.Tensor:
+        return torch.arange(self.num_samples) % self.num_labels
+
+    def step_rows(self, t: int) -> list[int]:
+        """Rows used at inner step t: all of them (same data), or the t-th share of each class."""
+        c = self.config
+        if not c.different_data_per_step:
+            return list(range(self.num_samples))
+        per_step = c.samples_per_class // c.inner_steps
+        return list(range(t * per_step * self.num_labels, (t + 1) * per_step * self.num_labels))
+
+    # --- views -----------------------------------------------------------------------------
+    def learnable(self) -> dict[str, torch.Tensor]:
+        """The tensors the outer loop optimises (hard labels stay fixed)."""
+        out = {"embeds": self.embeds}
+        if self.config.label_type != "hard":
+            out["labels"] = self.label_values
+        if self.attention_logits is not None:
+            out["attention"] = self.attention_logits
+        out["lr"] = self.lr_raw
+        return out
+
+    def label_targets(self) -> torch.Tensor:
+        """(N, C) target distribution (or raw values) used in the inner cross-entropy."""
+        if self.config.label_type == "soft":
+            return F.softmax(self.label_values, dim=-1)
+        return self.label_values  # hard: fixed one-hot; unrestricted: raw values
+
+    def inner_lrs(self) -> torch.Tensor:
+        return F.softplus(self.lr_raw)
+
+    def step_batch(self, t: int, detach: bool = False) -> StepBatch:
+        rows = self.step_rows(t)
+        idx = torch.as_tensor(rows, device=self.embeds.device)
+        targets = self.label_targets()
+        attn = self.attention_logits
+        batch = StepBatch(self.embeds.index_select(0, idx), targets.index_select(0, idx),
+                          None if attn is None else attn.index_select(0, idx))
+        if detach:
+            batch = StepBatch(batch.embeds.detach(), batch.targets.detach(),
+                              None if batch.attention_logits is None else batch.attention_logits.detach())
+        return batch
+
+    def attention_distributions(self) -> torch.Tensor | None:
+        """softmax of the attention labels: (N, K, H, L) or (N, K, H, L, L)."""
+        return None if self.attention_logits is None else F.softmax(self.attention_logits.detach(), dim=-1)
+
+    # --- init from real data ---------------------------------------------------------------
+    @torch.no_grad()
+    def init_from_token_ids(self, token_ids: list[list[int]], word_embeddings: torch.Tensor, pad_id: int) -> None:
+        """Set each row's embeddings to the word embeddings of a real example (padded/cut to L)."""
+        if len(token_ids) != self.num_samples:
+            raise ValueError(f"need {self.num_samples} examples, got {len(token_ids)}")
+        L = self.config.seq_len
+        for r, ids in enumerate(token_ids):
+            ids = list(ids[:L]) + [pad_id] * max(0, L - len(ids))
+            self.embeds[r].copy_(word_embeddings[torch.as_tensor(ids, device=word_embeddings.device)])
+
+    # --- persistence -------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"embeds": self.embeds, "label_values": self.label_values, "lr_raw": self.lr_raw}
+        if self.attention_logits is not None:
+            out["attention_logits"] = self.attention_logits
+        return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+    def metadata(self) -> dict[str, str]:
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": asdict(self.config),
+                  "num_labels": self.num_labels, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+                  "num_heads": self.num_heads, "label_names": self.label_names, "meta": self.meta}
+        return {"distilled": json.dumps(header)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write safetensors (tensors + JSON header) atomically: no pickle, no half-written file."""
+        from safetensors.torch import save
+
+        data = save(self.tensors(), metadata=self.metadata())
+        return atomic_write_bytes(Path(path), data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+             expect: dict[str, Any] | None = None) -> "DistilledData":
+        """Load a file written by `save`; `expect` (a Learner.fingerprint()) rejects other models."""
+        from safetensors import safe_open
+
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"distilled-data file not found: {p}")
+        try:
+            with safe_open(str(p), framework="pt", device="cpu") as f:
+                raw_meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise UserError(f"{p} is not a readable safetensors file ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+        try:
+            header = json.loads(raw_meta["distilled"])
+            if header.get("format") != FORMAT_NAME:
+                raise KeyError("format")
+        except (KeyError, ValueError, TypeError):
+            raise UserError(f"{p} is a safetensors file but not distilled data from this tool") from None
+        if int(header.get("version", 0)) > FORMAT_VERSION:
+            raise UserError(f"{p} was written by a newer version (format {header['version']})")
+        if expect is not None:
+            for key in ("hidden_size", "num_layers", "num_heads", "num_labels"):
+                if key in expect and int(header[key]) != int(expect[key]):
+                    raise UserError(f"{p} was made for another model or task: {key} is {header[key]} "
+                                    f"in the file but {expect[key]} for {expect.get('model', 'this model')}")
+        config = DistilledConfig.from_dict(header["config"])
+        obj = cls(config, int(header["num_labels"]), int(header["hidden_size"]), int(header["num_layers"]),
+                  int(header["num_heads"]), header.get("label_names"), header.get("meta"), device=device, dtype=dtype)
+        expected = obj.tensors()
+        for name, ref in expected.items():
+            if name not in tensors or tuple(tensors[name].shape) != tuple(ref.shape):
+                raise UserError(f"{p}: tensor {name!r} missing or of the wrong shape for its own header")
+        with torch.no_grad():
+            obj.embeds.copy_(tensors["embeds"])
+            obj.label_values.copy_(tensors["label_values"])
+            obj.lr_raw.copy_(tensors["lr_raw"])
+            if obj.attention_logits is not None:
+                obj.attention_logits.copy_(tensors["attention_logits"])
+        for name, t in obj.learnable().items():
+            if not torch.isfinite(t).all():
+                raise UserError(f"{p}: tensor {name!r} holds NaN or inf")
+        return obj
+
+    def clone(self) -> "DistilledData":
+        other = DistilledData.__new__(DistilledData)
+        other.__dict__.update(self.__dict__)
+        other.meta = dict(self.meta)
+        other.embeds = self.embeds.detach().clone().requires_grad_(True)
+        other.label_values = self.label_values.detach().clone().requires_grad_(self.config.label_type != "hard")
+        other.attention_logits = None if self.attention_logits is None else \
+            self.attention_logits.detach().clone().requires_grad_(True)
+        other.lr_raw = self.lr_raw.detach().clone().requires_grad_(True)
+        return other
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

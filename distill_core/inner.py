@@ -1,0 +1,156 @@
+"""The inner loop (fine-tuning a learner on distilled data) and its exact hypergradient.
+
+Notation (METHOD.md): theta_{t+1} = theta_t - eta_t * G_t,  G_t = grad_theta L_in(theta_t, D_t),
+L_in = L_task + lambda * L_attn on the synthetic batch of step t; L_out = cross-entropy of
+f(theta_T) on a real batch.
+
+`hypergradient` computes dL_out/dD exactly by reverse-mode accumulation through the T
+steps, one step at a time:
+    a_T = dL_out/dtheta_T                                   (first order, fused attention)
+    a_t = a_{t+1} - eta_t * H_t a_{t+1}                     (Hessian-vector product)
+    dL_out/dD_t   = -eta_t * d<a_{t+1}, G_t>/dD_t           (mixed second derivative)
+    dL_out/deta_t = -<a_{t+1}, G_t>
+Only the synthetic pass is differentiated twice (eager attention); the real batch needs
+one backward pass, so it runs with SDPA and length-sorted micro-batches. The graph of one
+inner step is alive at a time: memory grows with T only by one parameter copy per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import RealBatch
+from .distilled import DistilledData, StepBatch
+from .learner import Learner, Params
+from .losses import attention_kl, soft_cross_entropy
+
+__all__ = ["InnerLoss", "inner_loss", "fine_tune", "real_loss_and_grad", "hypergradient", "HyperResult"]
+
+
+@dataclass
+class InnerLoss:
+    total: torch.Tensor
+    task: torch.Tensor
+    attention: torch.Tensor | None
+
+
+def inner_loss(learner: Learner, params: Params, batch: StepBatch, attention_mode: str,
+               attention_weight: float) -> InnerLoss:
+    """L_task + lambda * L_attn of the learner with `params` on one synthetic batch."""
+    want_attn = batch.attention_logits is not None and attention_mode != "none"
+    out = learner.forward(params, inputs_embeds=batch.embeds, output_attentions=want_attn, eager=True)
+    task = soft_cross_entropy(out.logits, batch.targets)
+    if not want_attn:
+        return InnerLoss(task, task, None)
+    attn = attention_kl(batch.attention_logits, out.attentions, attention_mode)
+    return InnerLoss(task + attention_weight * attn, task, attn)
+
+
+def _grads(loss: torch.Tensor, params: Params, create_graph: bool = False) -> Params:
+    keys = list(params)
+    grads = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=create_graph, allow_unused=True)
+    return {k: torch.zeros_like(params[k]) if g is None else g for k, g in zip(keys, grads)}
+
+
+def _leaf(params: Params) -> Params:
+    """Fresh leaf views of `params` (no copy) that require grad."""
+    return {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+
+def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Params:
+    """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation)."""
+    cfg = distilled.config
+    lrs = distilled.inner_lrs().detach()
+    theta = theta0
+    with torch.enable_grad():
+        for t in range(cfg.inner_steps):
+            p = _leaf(theta)
+            loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
+                              cfg.attention_loss_weight)
+            g = _grads(loss.total, p)
+            theta = {k: p[k].detach() - lrs[t] * g[k] for k in p}
+    return theta
+
+
+def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch],
+                       need_grad: bool = True) -> tuple[float, Params | None]:
+    """Mean cross-entropy on a real batch (given as micro-batches) and its gradient w.r.t. params."""
+    total = sum(len(b) for b in batches)
+    p = _leaf(params) if need_grad else params
+    grad: Params | None = None
+    loss_sum = 0.0
+    for b in batches:
+        with torch.set_grad_enabled(need_grad):
+            out = learner.forward(p, input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                  token_type_ids=b.token_type_ids, eager=False)
+            logits = out.logits if out.logits.dtype in (torch.float32, torch.float64) else out.logits.float()
+            loss = F.cross_entropy(logits, b.labels, reduction="sum") / total
+        loss_sum += float(loss.detach())
+        if need_grad:
+            g = _grads(loss, p)
+            grad = g if grad is None else {k: grad[k] + g[k] for k in grad}
+    return loss_sum, grad
+
+
+@dataclass
+class HyperResult:
+    real_loss: float                  # L_out at theta_T on the real batch
+    grads: dict[str, torch.Tensor]    # d L_out / d (each learnable tensor of the distilled data)
+    inner_task_loss: float            # L_task at the last inner step (before its update)
+    inner_attention_loss: float | None
+
+
+def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
+                  real_batches: list[RealBatch]) -> HyperResult:
+    """Exact dL_out/dD through all T inner steps (see the module docstring)."""
+    cfg = distilled.config
+    T = cfg.inner_steps
+    learnable = distilled.learnable()
+    mode, lam = cfg.attention_labels, cfg.attention_loss_weight
+
+    with torch.enable_grad():
+        # Forward: theta_0 .. theta_T by value. The last step keeps its graph for the reverse pass.
+        thetas: list[Params] = [theta0]
+        lrs = distilled.inner_lrs().detach()
+        kept = None
+        for t in range(T):
+            p = _leaf(thetas[t])
+            last = t == T - 1
+            loss = inner_loss(learner, p, distilled.step_batch(t, detach=not last), mode, lam)
+            g = _grads(loss.total, p, create_graph=last)
+            if last:
+                kept = (p, g, loss)
+            thetas.append({k: p[k].detach() - lrs[t] * g[k].detach() for k in p})
+        last_loss = kept[2]
+
+        real_loss, a = real_loss_and_grad(learner, thetas[T], real_batches)
+        thetas.pop()  # theta_T is no longer needed
+
+        # Reverse: adjoint a = dL_out/dtheta_{t+1}, pulled back through step t.
+        grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
+        for t in reversed(range(T)):
+            if t == T - 1:
+                p, g, _ = kept
+                kept = None
+            else:
+                p = _leaf(thetas[t])
+                g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam).total, p, create_graph=True)
+            thetas.pop()
+            eta_t = F.softplus(distilled.lr_raw[t])
+            inner_product = sum((a[k] * g[k]).sum() for k in p)
+            objective = -eta_t * inner_product
+            names = list(learnable)
+            outs = torch.autograd.grad(objective, [p[k] for k in p] + [learnable[n] for n in names],
+                                       allow_unused=True)
+            n_p = len(p)
+            if t > 0:
+                a = {k: a[k] + (0 if d is None else d.detach()) for k, d in zip(p, outs[:n_p])}
+            for name, d in zip(names, outs[n_p:]):
+                if d is not None:
+                    grads[name] += d.detach()
+            del g, p, outs, objective, inner_product
+    return HyperResult(real_loss, grads, float(last_loss.task.detach()),
+                       None if last_loss.attention is None else float(last_loss.attention.detach()))

@@ -1,0 +1,53 @@
+"""The one loss module: task cross-entropy with soft targets and the [CLS] attention KL.
+
+Used by the distiller (inner loop and real-data loss) and the evaluator alike, so the two
+can never drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "ATTENTION_MODES"]
+
+ATTENTION_MODES = ("none", "cls", "all")
+_TINY = 1e-12  # attention probabilities below this are clamped before the log
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; `targets` are class ids (long) or per-class target weights (float).
+
+    Float targets may be a distribution (soft labels) or raw real values (unrestricted labels):
+    the loss is -sum_c y_c log p_c either way, as in METHOD.md.
+    """
+    if targets.dtype == torch.long:
+        return F.cross_entropy(logits, targets)
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def attention_kl_per_head(label_logits: torch.Tensor, attentions: Sequence[torch.Tensor],
+                          mode: str = "cls") -> torch.Tensor:
+    """KL(label || actual) per sample, layer and head: shape (B, K, H).
+
+    label_logits: (B, K, H, L) for mode "cls" (target for the [CLS] query, position 0),
+                  (B, K, H, L, L) for mode "all" (every query row; KL averaged over rows).
+    attentions:   K tensors (B, H, L, L) of attention probabilities from the model.
+    """
+    actual = torch.stack(tuple(attentions), dim=1)                    # (B, K, H, L, L)
+    if mode == "cls":
+        actual = actual[..., 0, :]                                    # (B, K, H, L)
+    elif mode != "all":
+        raise ValueError(f"attention mode must be 'cls' or 'all', got {mode!r}")
+    log_target = F.log_softmax(label_logits, dim=-1)
+    kl = (log_target.exp() * (log_target - actual.clamp_min(_TINY).log())).sum(-1)
+    if mode == "all":
+        kl = kl.mean(-1)                                              # mean over query rows
+    return kl
+
+
+def attention_kl(label_logits: torch.Tensor, attentions: Sequence[torch.Tensor], mode: str = "cls") -> torch.Tensor:
+    """L_attn = mean over samples of (1/K) sum_k (1/H) sum_h KL(A~_{k,h} || A_{k,h})."""
+    return attention_kl_per_head(label_logits, attentions, mode).mean()
