@@ -350,7 +350,7 @@ class RealBatcher:
     """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
 
     def __init__(self, encoded: EncodedSplit, batch_size: int, seed: int = 0, pad_id: int = 0,
-                 micro_batch_tokens: int | None = 2048):
+                 micro_batch_tokens: int | None = 512):
         self.encoded = encoded
         self.batch_size = min(batch_size, len(encoded))
         self.pad_id = pad_id

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "ATTENTION_MODES"]
+__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "kl_to_attention", "ATTENTION_MODES"]
 
 ATTENTION_MODES = ("none", "cls", "all")
 _TINY = 1e-12  # attention probabilities below this are clamped before the log
@@ -41,11 +41,15 @@ def attention_kl_per_head(label_logits: torch.Tensor, attentions: Sequence[torch
         actual = actual[..., 0, :]                                    # (B, K, H, L)
     elif mode != "all":
         raise ValueError(f"attention mode must be 'cls' or 'all', got {mode!r}")
-    log_target = F.log_softmax(label_logits, dim=-1)
-    kl = (log_target.exp() * (log_target - actual.clamp_min(_TINY).log())).sum(-1)
+    kl = kl_to_attention(F.log_softmax(label_logits, dim=-1), actual)
     if mode == "all":
         kl = kl.mean(-1)                                              # mean over query rows
     return kl
+
+
+def kl_to_attention(log_target: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """KL(target || actual) over the last dim; target given as log-probabilities, actual as probabilities."""
+    return (log_target.exp() * (log_target - actual.clamp_min(_TINY).log())).sum(-1)
 
 
 def attention_kl(label_logits: torch.Tensor, attentions: Sequence[torch.Tensor], mode: str = "cls") -> torch.Tensor:

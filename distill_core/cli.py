@@ -1,0 +1,329 @@
+"""Command line: `python -m distill_core distill|evaluate|baseline|inspect` for headless runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--task", help="registered task: sst2, mrpc, qnli, ag_news, rte, mnli, qqp, demo")
+    g.add_argument("--data-dir", help="directory with <task>/<split>.parquet|csv|tsv|jsonl (env DISTILL_DATA_DIR); "
+                                      "the Hugging Face hub is tried next")
+    g.add_argument("--train-file", help="custom data: train file (csv/tsv/jsonl/parquet), instead of --task")
+    g.add_argument("--eval-file", help="custom data: evaluation file")
+    g.add_argument("--text-column", action="append", default=[],
+                   help="custom data: text column; give twice for sentence pairs")
+    g.add_argument("--label-column", help="custom data: label column (strings or integers)")
+    g.add_argument("--max-length", type=int, default=128, help="max tokens per real example (default 128)")
+    g.add_argument("--real-batch", type=int, default=32, help="real mini-batch size of the outer loss (default 32)")
+    g.add_argument("--train-rows", type=int, help="use at most this many random train rows")
+    g.add_argument("--eval-rows", type=int, help="use at most this many random evaluation rows")
+    g.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="BERT-family checkpoint (hub name or path); default: the bundled all-MiniLM-L6-v2")
+    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def _data_config(a):
+    from .data import DataConfig
+
+    return DataConfig(task=None if a.train_file else a.task, data_dir=a.data_dir, train_file=a.train_file,
+                      eval_file=a.eval_file, text_columns=list(a.text_column), label_column=a.label_column,
+                      max_length=a.max_length, real_batch_size=a.real_batch, train_rows=a.train_rows,
+                      eval_rows=a.eval_rows, allow_hub=not a.no_hub, seed=getattr(a, "seed", 0))
+
+
+def _model_config(a):
+    from .learner import BUNDLED_MODEL, ModelConfig
+
+    return ModelConfig(name=a.model or BUNDLED_MODEL, device=a.device, dtype=a.dtype)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .distilled import DistilledConfig
+    from .distiller import DistillConfig
+
+    dd, oc = DistilledConfig(), DistillConfig()
+    parser = argparse.ArgumentParser(prog="python -m distill_core",
+                                     description="Dataset distillation with attention labels for BERT classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("distill", help="learn distilled data (the outer loop)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_data_args(p)
+    _add_model_args(p)
+    g = p.add_argument_group("distilled data")
+    g.add_argument("--seq-len", type=int, default=dd.seq_len, help="positions L of each synthetic sample")
+    g.add_argument("--samples-per-class", type=int, default=dd.samples_per_class)
+    g.add_argument("--inner-steps", type=int, default=dd.inner_steps, help="T inner SGD steps")
+    g.add_argument("--different-data-per-step", action="store_true",
+                   help="step t uses its own share of the samples (samples-per-class must be a multiple of T)")
+    g.add_argument("--label-type", choices=["hard", "soft", "unrestricted"], default=dd.label_type)
+    g.add_argument("--attention-labels", choices=["none", "cls", "all"], default=dd.attention_labels)
+    g.add_argument("--attention-weight", type=float, default=dd.attention_loss_weight, help="lambda of L_attn")
+    g.add_argument("--inner-lr-init", type=float, default=dd.inner_lr_init)
+    g.add_argument("--init", choices=["random", "real"], default=dd.init,
+                   help="random normal (the paper) or word embeddings of real train examples")
+    g = p.add_argument_group("outer loop")
+    g.add_argument("--outer-steps", type=int, default=oc.outer_steps)
+    g.add_argument("--optimizer", choices=["adam", "adamw"], default=oc.optimizer)
+    g.add_argument("--lr", type=float, help="one outer learning rate for every part (overrides the four below)")
+    g.add_argument("--lr-embeds", type=float, default=oc.lr_embeds)
+    g.add_argument("--lr-labels", type=float, default=oc.lr_labels)
+    g.add_argument("--lr-attention", type=float, default=oc.lr_attention)
+    g.add_argument("--lr-inner-lr", type=float, default=oc.lr_inner_lr, help="outer lr of the learned inner lr")
+    g.add_argument("--weight-decay", type=float, default=oc.weight_decay)
+    g.add_argument("--warmup-ratio", type=float, default=oc.warmup_ratio)
+    g.add_argument("--grad-clip", type=float, default=oc.grad_clip, help="0 disables")
+    g.add_argument("--eval-every", type=int, default=oc.eval_every, help="0: only at start and end")
+    g.add_argument("--eval-learners", type=int, default=oc.eval_learners)
+    g.add_argument("--no-eval-at-start", action="store_true")
+    g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines")
+    g.add_argument("--max-minutes", type=float, help="wall-clock budget; the run stops cleanly when spent")
+    g.add_argument("--seed", type=int, default=oc.seed)
+    g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("evaluate", help="fine-tune N fresh learners on a run's distilled data")
+    p.add_argument("run", help="run directory, or a distilled-data .safetensors file")
+    p.add_argument("--learners", type=int, default=100)
+    p.add_argument("--checkpoint", default="last", help="last, best or step-NNNNNN")
+    p.add_argument("--seed", type=int, default=1234, help="head seeds seed..seed+N-1")
+    p.add_argument("--data-dir", help="override the run's data directory")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+
+    p = sub.add_parser("baseline", help="majority, random real k-shot, or full-data fine-tuning",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_data_args(p)
+    _add_model_args(p)
+    p.add_argument("--kind", required=True, choices=["majority", "random-kshot", "full"])
+    p.add_argument("--learners", type=int, default=20)
+    p.add_argument("--k", type=int, default=1, help="random-kshot: real examples per class")
+    p.add_argument("--inner-steps", type=int, default=1, help="random-kshot: SGD steps")
+    p.add_argument("--different-data-per-step", action="store_true")
+    p.add_argument("--inner-lr", type=float, default=DistilledConfig().inner_lr_init, help="random-kshot: SGD lr")
+    p.add_argument("--full-steps", type=int, default=500, help="full: AdamW steps of --real-batch examples")
+    p.add_argument("--full-lr", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--out", help="also write the result JSON to this file")
+
+    p = sub.add_parser("inspect", help="nearest tokens, labels, learned lrs and attention KL of a run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--checkpoint", default="last")
+    p.add_argument("--data-dir", help="override the run's data directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _cmd_distill(a) -> int:
+    from tqdm import tqdm
+
+    from .data import DataConfig  # noqa: F401  (import cost paid before the bar)
+    from .distilled import DistilledConfig
+    from .distiller import DistillConfig, Distiller, RunConfig
+    from .runs import RunDir, default_runs_dir, new_run_name
+
+    _set_threads(a.threads)
+    lrs = dict(lr_embeds=a.lr_embeds, lr_labels=a.lr_labels, lr_attention=a.lr_attention, lr_inner_lr=a.lr_inner_lr)
+    if a.lr is not None:
+        lrs = {k: a.lr for k in lrs}
+    cfg = RunConfig(
+        data=_data_config(a), model=_model_config(a),
+        distilled=DistilledConfig(seq_len=a.seq_len, samples_per_class=a.samples_per_class,
+                                  inner_steps=a.inner_steps, different_data_per_step=a.different_data_per_step,
+                                  label_type=a.label_type, attention_labels=a.attention_labels,
+                                  attention_loss_weight=a.attention_weight, inner_lr_init=a.inner_lr_init,
+                                  init=a.init),
+        distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
+                              warmup_ratio=a.warmup_ratio, grad_clip=a.grad_clip, eval_every=a.eval_every,
+                              eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,
+                              baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed, **lrs))
+    if a.resume and not a.out:
+        raise UserError("--resume needs --out naming the run directory")
+    if a.resume:
+        cfg = RunConfig.from_dict(RunDir(Path(a.out)).require().config())
+    out = Path(a.out) if a.out else default_runs_dir() / new_run_name(cfg.data.task or "custom")
+    distiller = Distiller(cfg, run_dir=out, resume=a.resume)
+    bar = tqdm(total=cfg.distill.outer_steps, initial=distiller.step, desc="distill", unit="step",
+               file=sys.stderr, dynamic_ncols=True)
+    metric = distiller.prep.task.spec.primary_metric
+    last_acc = {}
+
+    def on_event(e: dict) -> None:
+        if e["type"] == "step":
+            bar.update(1)
+            bar.set_postfix(loss=f"{e['real_loss']:.3f}", lr=f"{e['inner_lrs'][0]:.3g}", **last_acc)
+        elif e["type"] == "eval":
+            m = e["metrics"][metric]
+            last_acc[metric[:3]] = f"{m['mean']:.1f}±{m['std']:.1f}"
+            bar.write(f"step {e['step']}: {metric} {m['mean']:.2f} ± {m['std']:.2f} (n={m['n']}, {e['seconds']:.0f}s)")
+        elif e["type"] == "baseline":
+            m = e["metrics"][metric]
+            bar.write(f"baseline {e['name']}: {metric} {m['mean']:.2f} ± {m['std']:.2f}")
+        elif e["type"] == "error":
+            bar.write(f"error: {e['message']} (the last good checkpoint is kept)")
+
+    distiller.add_callback(on_event)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):  # first Ctrl-C stops cleanly after the current step
+        bar.write("stopping after this step (Ctrl-C again to abort)")
+        distiller.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    summary = distiller.run_loop()
+    bar.close()
+    if distiller.prep.task.is_demo:
+        print("note: this run used the built-in demo dataset; its numbers say nothing about real benchmarks",
+              file=sys.stderr)
+    print(json.dumps({"run": str(out), **summary}))
+    return 1 if summary["status"] == "error" else 0
+
+
+def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: str):
+    """A run's config, prepared data/learner and the chosen distilled checkpoint."""
+    from .distilled import DistilledData
+    from .distiller import RunConfig, prepare
+    from .runs import RunDir
+
+    run = RunDir(Path(run_path)).require()
+    cfg = RunConfig.from_dict(run.config())
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    cfg.model.device = device
+    path = run.checkpoint(checkpoint)
+    if not path.exists():
+        raise UserError(f"{run.path} has no checkpoint {checkpoint!r}; available: "
+                        f"{', '.join(run.list_checkpoints()) or 'none'}")
+    prep = prepare(cfg)
+    distilled = DistilledData.load(path, device=prep.learner.device, dtype=prep.learner.dtype,
+                                   expect=prep.learner.fingerprint())
+    return run, cfg, prep, distilled
+
+
+def _cmd_evaluate(a) -> int:
+    from tqdm import tqdm
+
+    from .evaluation import EvalConfig, evaluate_distilled
+
+    _set_threads(a.threads)
+    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device)
+    bar = tqdm(total=a.learners, desc="evaluate", unit="learner", file=sys.stderr, dynamic_ncols=True)
+    result = evaluate_distilled(prep.learner, distilled, prep.eval, prep.task.spec.metrics,
+                                EvalConfig(learners=a.learners, seed=a.seed),
+                                progress=lambda done, total: bar.update(1))
+    bar.close()
+    run.update_results(evaluation={"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
+                                   "eval_rows": len(prep.eval), "metrics": result["metrics"],
+                                   "per_learner": result["per_learner"], "seconds": result["seconds"],
+                                   "step": distilled.meta.get("step"), "demo": prep.task.is_demo})
+    print(json.dumps(result["metrics"]))
+    return 0
+
+
+def _cmd_baseline(a) -> int:
+    from tqdm import tqdm
+
+    from .distiller import RunConfig, prepare
+    from .evaluation import EvalConfig, full_finetune_baseline, majority_baseline, random_kshot_baseline
+
+    _set_threads(a.threads)
+    cfg = RunConfig(data=_data_config(a), model=_model_config(a))
+    cfg.data.validate()
+    prep = prepare(cfg)
+    spec = prep.task.spec
+    if a.kind == "majority":
+        result = majority_baseline(prep.task.train.labels, prep.eval, spec.metrics, spec.num_labels)
+    elif a.kind == "random-kshot":
+        if a.k < 1 or a.inner_steps < 1 or a.learners < 1:
+            raise UserError("--k, --inner-steps and --learners must be >= 1")
+        bar = tqdm(total=a.learners, desc="random-kshot", unit="learner", file=sys.stderr)
+        result = random_kshot_baseline(prep.learner, prep.train, prep.eval, spec.metrics, a.k, a.inner_steps,
+                                       a.inner_lr, a.different_data_per_step, EvalConfig(learners=a.learners, seed=a.seed),
+                                       progress=lambda d, t: bar.update(1))
+        bar.close()
+        result.pop("per_learner", None)
+    else:
+        if a.full_steps < 1:
+            raise UserError("--full-steps must be >= 1")
+        bar = tqdm(total=a.full_steps, desc="full fine-tuning", unit="batch", file=sys.stderr)
+        result = full_finetune_baseline(prep.learner, prep.train, prep.eval, spec.metrics, steps=a.full_steps,
+                                        batch_size=a.real_batch, lr=a.full_lr, seed=a.seed,
+                                        progress=lambda d, t: bar.update(1))
+        bar.close()
+    record = {"kind": a.kind, "task": spec.name, "demo": spec.is_demo, "eval_rows": len(prep.eval), **result}
+    if a.out:
+        from .runs import write_json
+
+        write_json(Path(a.out), record)
+    print(json.dumps(record["metrics"]))
+    return 0
+
+
+def _cmd_inspect(a) -> int:
+    from .inspection import inspect_summary
+
+    if a.top_k < 1:
+        raise UserError("--top-k must be >= 1")
+    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device)
+    summary = inspect_summary(prep.learner, distilled, a.top_k)
+    if a.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"run {run.path}  checkpoint {a.checkpoint} (step {distilled.meta.get('step')})  "
+          f"task {prep.task.spec.name}{'  [demo data]' if prep.task.is_demo else ''}")
+    print("learned inner lrs: " + ", ".join(f"{x:.4g}" for x in summary["inner_lrs"]))
+    for s in summary["samples"]:
+        print(f"\nsample {s['sample']} (class {s['class']}), label target {s['label_target']}")
+        print("  decoded: " + s["decoded"])
+        if "top_attended_positions" in s:
+            print("  most attended by the [CLS] labels: " +
+                  ", ".join(f"#{p['position']} {p['token']} ({p['mass']:.3f})" for p in s["top_attended_positions"]))
+            print(f"  KL(label||model) mean over layers/heads: before {s['kl_before_mean']:.3f}, "
+                  f"after the inner step {s['kl_after_mean']:.3f}")
+        for i, pos in enumerate(s["nearest"][: min(len(s["nearest"]), 12)]):
+            print(f"  pos {i:3d}: " + "  ".join(f"{t} {c:.2f}" for t, c in pos))
+        if len(s["nearest"]) > 12:
+            print(f"  ... {len(s['nearest']) - 12} more positions (use --json for all)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
+               "inspect": _cmd_inspect}[args.command]
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""The outer loop: learn the distilled data by back-propagating through the inner fine-tuning.
+
+Progress is reported through callbacks (minGPT style): each event is a plain dict with a
+`type` of start | eval | baseline | step | checkpoint | done | stopped | error, so a UI
+thread or the CLI can listen without the distiller knowing about either.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split, load_task_data
+from .distilled import DistilledConfig, DistilledData
+from .errors import UserError
+from .evaluation import EvalConfig, evaluate_distilled, majority_baseline, random_kshot_baseline
+from .inner import hypergradient
+from .learner import Learner, ModelConfig, learner_from_config
+from .runs import RunDir, write_json
+
+__all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare"]
+
+Event = dict
+Callback = Callable[[Event], None]
+
+
+@dataclass
+class DistillConfig:
+    """The outer optimisation (METHOD.md, 'Outer loop')."""
+
+    outer_steps: int = 300
+    optimizer: str = "adam"            # adam | adamw
+    lr_embeds: float = 1e-2
+    lr_labels: float = 1e-2
+    lr_attention: float = 1e-2
+    lr_inner_lr: float = 1e-2
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0             # 0 disables clipping
+    eval_every: int = 50               # 0: only at the start and the end
+    eval_learners: int = 10
+    eval_at_start: bool = True
+    baselines: bool = True             # majority + random real k-shot, drawn beside the curve
+    max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.outer_steps < 0:
+            raise UserError(f"outer_steps must be >= 0, got {self.outer_steps}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise UserError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        for name in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr"):
+            v = getattr(self, name)
+            if not (0 <= v <= 10):
+                raise UserError(f"{name} must be in [0, 10], got {v}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.grad_clip < 0:
+            raise UserError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if self.eval_every < 0:
+            raise UserError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.eval_learners < 1:
+            raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, composed once; the Streamlit form and the CLI both build this."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    distilled: DistilledConfig = field(default_factory=DistilledConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.torch_dtype()
+        self.distilled.validate()
+        self.distill.validate()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        def build(kind, values):
+            known = {f.name for f in fields(kind)}
+            return kind(**{k: v for k, v in (values or {}).items() if k in known})
+
+        return cls(build(DataConfig, d.get("data")), build(ModelConfig, d.get("model")),
+                   build(DistilledConfig, d.get("distilled")), build(DistillConfig, d.get("distill")))
+
+
+@dataclass
+class Prepared:
+    """Loaded data and model, shared by distillation, evaluation and inspection."""
+
+    task: TaskData
+    learner: Learner
+    train: EncodedSplit
+    eval: EncodedSplit
+
+
+def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | None = None) -> Prepared:
+    """Load the task data and the learner, and tokenise both splits once."""
+    task = task or load_task_data(config.data)
+    if learner is None:
+        learner = learner_from_config(config.model, task.spec.num_labels, list(task.spec.label_names))
+    elif learner.num_labels != task.spec.num_labels:
+        raise UserError(f"the learner has {learner.num_labels} labels but task {task.spec.name} has "
+                        f"{task.spec.num_labels}")
+    config.distilled.validate(learner.max_positions)
+    if learner.tokenizer is None:
+        raise UserError("the learner has no tokenizer; real data cannot be encoded")
+    train = encode_split(task.train, learner.tokenizer, config.data.max_length)
+    evaluation = encode_split(task.eval, learner.tokenizer, config.data.max_length)
+    return Prepared(task, learner, train, evaluation)
+
+
+def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
+    learner, task = prep.learner, prep.task
+    gen = torch.Generator().manual_seed(config.distill.seed)
+    meta = {"task": task.spec.name, "model": learner.name, "demo": task.is_demo, "source": task.source}
+    d = DistilledData(config.distilled, task.spec.num_labels, learner.hidden_size, learner.num_layers,
+                      learner.num_heads, list(task.spec.label_names), meta, device=learner.device,
+                      dtype=learner.dtype, generator=gen)
+    if config.distilled.init == "real":
+        rng = np.random.default_rng(config.distill.seed)
+        labels = prep.train.labels.numpy()
+        spc, C = config.distilled.samples_per_class, task.spec.num_labels
+        picks = []
+        for c in range(C):
+            pool = np.flatnonzero(labels == c)
+            if len(pool) < spc:
+                raise UserError(f"init=real needs {spc} train examples of class {task.spec.label_names[c]!r}, "
+                                f"found {len(pool)}")
+            picks.append(rng.choice(pool, size=spc, replace=False))
+        ids = [prep.train.input_ids[int(picks[r % C][r // C])] for r in range(d.num_samples)]
+        pad = learner.tokenizer.pad_token_id or 0
+        d.init_from_token_ids(ids, learner.word_embeddings(), pad)
+        d.meta["init_examples"] = [int(picks[r % C][r // C]) for r in range(d.num_samples)]
+    return d
+
+
+class Distiller:
+    """Runs the outer loop of METHOD.md and reports through callbacks."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, prepared: Prepared | None = None,
+                 callbacks: list[Callback] | None = None, resume: bool = False):
+        config.validate()
+        self.config = config
+        self.run = RunDir(Path(run_dir)) if run_dir is not None else None
+        self.callbacks: list[Callback] = list(callbacks or [])
+        self.stop_event = threading.Event()
+        self.prep = prepared or prepare(config)
+        self.distilled = _new_distilled(config, self.prep)
+        self.step = 0
+        self.best: dict | None = None
+        self.last_eval_step: int | None = None
+        self.head_generator = torch.Generator().manual_seed(config.distill.seed + 1)
+        self.batcher = RealBatcher(self.prep.train, config.data.real_batch_size, seed=config.distill.seed,
+                                   pad_id=self.prep.learner.tokenizer.pad_token_id or 0)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        if self.run is not None:
+            if resume:
+                self._resume()
+            else:
+                if self.run.exists():
+                    raise UserError(f"run directory {self.run.path} already holds a run; "
+                                    "choose another --out or resume it")
+                self.run.path.mkdir(parents=True, exist_ok=True)
+                write_json(self.run.config_path, {**config.to_dict(), "task_source": self.prep.task.source,
+                                                  "demo": self.prep.task.is_demo})
+
+    # --- setup -----------------------------------------------------------------------------
+    def add_callback(self, fn: Callback) -> None:
+        self.callbacks.append(fn)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config.distill
+        lr_of = {"embeds": c.lr_embeds, "labels": c.lr_labels, "attention": c.lr_attention, "lr": c.lr_inner_lr}
+        groups = [{"params": [t], "lr": lr_of[name], "name": name} for name, t in self.distilled.learnable().items()]
+        kind = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        return kind(groups, weight_decay=c.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up over warmup_ratio of the steps, then linear decay to 0 (as the reference)."""
+        total = max(1, self.config.distill.outer_steps)
+        warm = int(total * self.config.distill.warmup_ratio)
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    # --- events ----------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        event.setdefault("time", time.time())
+        if self.run is not None and event["type"] in ("start", "step", "eval", "baseline", "done", "stopped", "error"):
+            self.run.append_metrics(event)
+        for fn in self.callbacks:
+            fn(event)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (cooperative; safe from another thread)."""
+        self.stop_event.set()
+
+    # --- evaluation & checkpoints ---------------------------------------------------------------
+    def evaluate(self, learners: int | None = None) -> dict:
+        cfg = EvalConfig(learners=learners or self.config.distill.eval_learners)
+        return evaluate_distilled(self.prep.learner, self.distilled, self.prep.eval,
+                                  self.prep.task.spec.metrics, cfg, should_stop=None)
+
+    def _eval_and_checkpoint(self) -> None:
+        t0 = time.perf_counter()
+        result = self.evaluate()
+        metric = self.prep.task.spec.primary_metric
+        score = result["metrics"][metric]["mean"]
+        improved = self.best is None or score > self.best["score"]
+        if improved:
+            self.best = {"step": self.step, "score": score, "metric": metric, "metrics": result["metrics"]}
+        self.last_eval_step = self.step
+        self.emit({"type": "eval", "step": self.step, "metrics": result["metrics"],
+                   "seconds": time.perf_counter() - t0, "best": improved})
+        if self.run is not None:
+            self.distilled.meta["step"] = self.step
+            self.distilled.save(self.run.checkpoint(f"step-{self.step:06d}"))
+            if improved:
+                self.distilled.save(self.run.checkpoint("best"))
+            self._save_last()
+            self.emit({"type": "checkpoint", "step": self.step, "best": improved})
+
+    def _save_last(self) -> None:
+        """last.safetensors + optimizer state, then state.json (written last: it names the step)."""
+        from safetensors.torch import save
+
+        from .distilled import atomic_write_bytes
+
+        self.distilled.meta["step"] = self.step
+        self.distilled.save(self.run.checkpoint("last"))
+        opt_tensors, opt_meta = {}, []
+        for gi, group in enumerate(self.optimizer.param_groups):
+            st = self.optimizer.state.get(group["params"][0], {})
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    opt_tensors[f"{group['name']}.{key}"] = val.detach().to("cpu").contiguous().reshape(val.shape)
+            opt_meta.append(group["name"])
+        atomic_write_bytes(self.run.checkpoints / "last-optimizer.safetensors", save(opt_tensors))
+        write_json(self.run.state_path, {
+            "step": self.step, "best": self.best, "groups": opt_meta,
+            "batcher": self.batcher.state(), "head_generator": self.head_generator.get_state().tolist(),
+            "scheduler": self.scheduler.state_dict()})
+
+    def _resume(self) -> None:
+        from safetensors.torch import load_file
+
+        self.run.require()
+        state = self.run.state()
+        last = self.run.checkpoint("last")
+        if not state or not last.exists():
+            raise UserError(f"{self.run.path} has no resumable checkpoint (state.json and checkpoints/last.safetensors)")
+        loaded = DistilledData.load(last, device=self.prep.learner.device, dtype=self.prep.learner.dtype,
+                                    expect=self.prep.learner.fingerprint())
+        if int(loaded.meta.get("step", -1)) != int(state["step"]):
+            raise UserError(f"{self.run.path}: state.json (step {state['step']}) and last.safetensors "
+                            f"(step {loaded.meta.get('step')}) disagree; the run was interrupted mid-save")
+        with torch.no_grad():
+            for name, t in self.distilled.learnable().items():
+                t.copy_(loaded.learnable()[name])
+            self.distilled.label_values.copy_(loaded.label_values)
+        self.distilled.meta.update(loaded.meta)
+        opt = load_file(str(self.run.checkpoints / "last-optimizer.safetensors"))
+        for group in self.optimizer.param_groups:
+            p = group["params"][0]
+            st = {k.split(".", 1)[1]: v.to(p.device) for k, v in opt.items() if k.split(".", 1)[0] == group["name"]}
+            if st:
+                self.optimizer.state[p] = st
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batcher.load_state(state["batcher"])
+        self.head_generator.set_state(torch.tensor(state["head_generator"], dtype=torch.uint8))
+        self.step = int(state["step"])
+        self.best = state.get("best")
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _baselines(self) -> None:
+        p, spec = self.prep, self.prep.task.spec
+        maj = majority_baseline(p.task.train.labels, p.eval, spec.metrics, spec.num_labels)
+        self.emit({"type": "baseline", "name": "majority", "metrics": maj["metrics"]})
+        c = self.config.distilled
+        k = c.samples_per_class
+        kshot = random_kshot_baseline(p.learner, p.train, p.eval, spec.metrics, k, c.inner_steps, c.inner_lr_init,
+                                      c.different_data_per_step,
+                                      EvalConfig(learners=self.config.distill.eval_learners))
+        self.emit({"type": "baseline", "name": f"random-{k}-shot", "metrics": kshot["metrics"], "lr": c.inner_lr_init})
+        if self.run is not None:
+            self.run.update_results(baselines={"majority": maj["metrics"], f"random-{k}-shot": kshot["metrics"]})
+
+    def train_step(self) -> dict:
+        """One outer step; returns the step record (not yet emitted)."""
+        t0 = time.perf_counter()
+        learner = self.prep.learner
+        real = [b.to(learner.device) for b in self.batcher.next()]
+        theta0 = learner.fresh_params(self.head_generator)
+        res = hypergradient(learner, theta0, self.distilled, real)
+        bad = [n for n, g in res.grads.items() if not torch.isfinite(g).all()]
+        if not math.isfinite(res.real_loss) or bad:
+            raise FloatingPointError(f"non-finite {'loss' if not bad else 'gradient of ' + ', '.join(bad)} at outer "
+                                     f"step {self.step + 1}; try smaller learning rates")
+        learnable = self.distilled.learnable()
+        for name, t in learnable.items():
+            t.grad = res.grads[name]
+        params = list(learnable.values())
+        clip = self.config.distill.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if not all(torch.isfinite(t).all() for t in params):
+            raise FloatingPointError(f"distilled data became non-finite at outer step {self.step + 1}")
+        self.step += 1
+        return {"type": "step", "step": self.step, "real_loss": res.real_loss,
+                "inner_task_loss": res.inner_task_loss, "inner_attention_loss": res.inner_attention_loss,
+                "grad_norm": float(norm), "inner_lrs": self.distilled.inner_lrs().detach().cpu().tolist(),
+                "labels": self.distilled.label_targets().detach().cpu().tolist(),
+                "outer_lr_factor": self._lr_factor(self.scheduler.last_epoch),
+                "seconds": time.perf_counter() - t0, "epoch": self.batcher.epoch}
+
+    def run_loop(self) -> dict:
+        """Run until outer_steps, the time budget or a stop request; returns the final summary."""
+        c = self.config.distill
+        started = time.perf_counter()
+        torch.manual_seed(c.seed)
+        self.emit({"type": "start", "step": self.step, "outer_steps": c.outer_steps,
+                   "task": self.prep.task.spec.name, "demo": self.prep.task.is_demo,
+                   "source": self.prep.task.source, "train_rows": len(self.prep.train),
+                   "eval_rows": len(self.prep.eval), "device": str(self.prep.learner.device)})
+        status = "done"
+        try:
+            if self.step == 0 and c.eval_at_start:
+                self._eval_and_checkpoint()
+            if c.baselines and not (self.run is not None and self.run.results().get("baselines")):
+                self._baselines()
+            while self.step < c.outer_steps:
+                if self.stop_event.is_set():
+                    status = "stopped"
+                    break
+                if c.max_minutes is not None and time.perf_counter() - started > c.max_minutes * 60:
+                    status = "stopped"
+                    break
+                record = self.train_step()
+                record["elapsed"] = time.perf_counter() - started
+                self.emit(record)
+                if c.eval_every and self.step % c.eval_every == 0 and self.step < c.outer_steps:
+                    self._eval_and_checkpoint()
+            if status == "done" and self.step > 0 and self.last_eval_step != self.step:
+                self._eval_and_checkpoint()
+            elif self.run is not None and self.step > 0 and self.last_eval_step != self.step:
+                self._save_last()  # stopped: keep the work, skip the slow evaluation
+        except FloatingPointError as exc:
+            self.emit({"type": "error", "step": self.step, "message": str(exc)})
+            return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
+        summary = {"status": status, "step": self.step, "best": self.best,
+                   "elapsed": time.perf_counter() - started}
+        if self.run is not None:
+            self.run.update_results(distillation=summary)
+        self.emit({"type": status, **{k: v for k, v in summary.items() if k != "status"}})
+        return summary

@@ -1,0 +1,186 @@
+"""Evaluation: fine-tune N fresh learners on distilled data, mean +- std of each metric; baselines."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import EncodedSplit, collate, iterate_eval_batches, split_by_length
+from .distilled import DistilledData
+from .errors import UserError
+from .inner import fine_tune, real_loss_and_grad
+from .learner import Learner, Params
+
+__all__ = ["EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "majority_baseline",
+           "random_kshot_baseline", "full_finetune_baseline", "Progress"]
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class EvalConfig:
+    """How distilled data (or a baseline) is scored."""
+
+    learners: int = 20
+    seed: int = 1234          # learner i uses head seed `seed + i`: the same heads for every run
+    max_tokens: int = 8192    # padded positions per evaluation forward pass
+
+    def validate(self) -> None:
+        if self.learners < 1:
+            raise UserError(f"learners must be >= 1, got {self.learners}")
+        if self.max_tokens < 512:
+            raise UserError(f"max_tokens must be >= 512, got {self.max_tokens}")
+
+
+def compute_metrics(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
+    """accuracy, and binary F1 of class 1 (as GLUE reports for MRPC/QQP), in percent."""
+    out = {}
+    for name in names:
+        if name == "accuracy":
+            out[name] = float((preds == labels).mean() * 100)
+        elif name == "f1":
+            tp = float(((preds == 1) & (labels == 1)).sum())
+            fp = float(((preds == 1) & (labels != 1)).sum())
+            fn = float(((preds != 1) & (labels == 1)).sum())
+            out[name] = 0.0 if tp == 0 else 100 * 2 * tp / (2 * tp + fp + fn)
+        else:
+            raise ValueError(f"unknown metric {name!r}")
+    return out
+
+
+def summarize(per_learner: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{metric: {mean, std, n}} over learners (std with ddof=0, as numpy)."""
+    names = per_learner[0].keys()
+    return {m: {"mean": float(np.mean([r[m] for r in per_learner])),
+                "std": float(np.std([r[m] for r in per_learner])),
+                "n": len(per_learner)} for m in names}
+
+
+@torch.no_grad()
+def predict(learner: Learner, params: Params, encoded: EncodedSplit, max_tokens: int = 8192,
+            batches=None) -> np.ndarray:
+    """Argmax predictions on a whole split (SDPA, length-sorted batches)."""
+    preds = np.empty(len(encoded), dtype=np.int64)
+    dev = learner.device
+    for idx, batch in (batches if batches is not None else iterate_eval_batches(encoded, max_tokens)):
+        b = batch.to(dev)
+        out = learner.forward(params, input_ids=b.input_ids, attention_mask=b.attention_mask,
+                              token_type_ids=b.token_type_ids, eager=False)
+        preds[idx] = out.logits.argmax(-1).cpu().numpy()
+    return preds
+
+
+def evaluate_distilled(learner: Learner, distilled: DistilledData, encoded_eval: EncodedSplit,
+                       metrics: tuple[str, ...], config: EvalConfig | None = None,
+                       progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Fine-tune `learners` fresh learners on the distilled data (T steps, learned lrs) and score each."""
+    config = config or EvalConfig()
+    config.validate()
+    labels = encoded_eval.labels.numpy()
+    batches = iterate_eval_batches(encoded_eval, config.max_tokens)
+    rows = []
+    t0 = time.perf_counter()
+    for i in range(config.learners):
+        if should_stop is not None and should_stop():
+            break
+        theta0 = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
+        theta = fine_tune(learner, theta0, distilled)
+        rows.append(compute_metrics(predict(learner, theta, encoded_eval, batches=batches), labels, metrics))
+        if progress is not None:
+            progress(i + 1, config.learners)
+    if not rows:
+        raise RuntimeError("evaluation stopped before the first learner finished")
+    return {"metrics": summarize(rows), "per_learner": rows, "seconds": time.perf_counter() - t0}
+
+
+def majority_baseline(train_labels: np.ndarray, encoded_eval: EncodedSplit, metrics: tuple[str, ...],
+                      num_labels: int) -> dict:
+    """Predict the most frequent train label for every evaluation example."""
+    majority = int(np.bincount(train_labels, minlength=num_labels).argmax())
+    labels = encoded_eval.labels.numpy()
+    row = compute_metrics(np.full_like(labels, majority), labels, metrics)
+    return {"metrics": summarize([row]), "majority_label": majority}
+
+
+def _sgd_on_real(learner: Learner, theta: Params, encoded: EncodedSplit, indices: list[int], lr: float) -> Params:
+    batch = collate(encoded, indices).to(learner.device)
+    with torch.enable_grad():
+        _, g = real_loss_and_grad(learner, theta, [batch])
+    return {k: theta[k] - lr * g[k] for k in theta}
+
+
+def random_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,
+                          metrics: tuple[str, ...], k: int, inner_steps: int, lr: float,
+                          different_data_per_step: bool = False, config: EvalConfig | None = None,
+                          progress: Progress | None = None) -> dict:
+    """k random real examples per class, fine-tuned with the distilled protocol (T plain SGD steps at lr).
+
+    Learner i draws its own examples (seed + i), so the spread covers the choice of examples too.
+    """
+    config = config or EvalConfig()
+    if different_data_per_step and k % inner_steps:
+        raise UserError(f"k ({k}) must be a multiple of inner steps ({inner_steps}) with different data per step")
+    labels_train = encoded_train.labels.numpy()
+    classes = np.unique(labels_train)
+    labels = encoded_eval.labels.numpy()
+    batches = iterate_eval_batches(encoded_eval, config.max_tokens)
+    rows = []
+    for i in range(config.learners):
+        rng = np.random.default_rng(config.seed + i)
+        per_class = [rng.choice(np.flatnonzero(labels_train == c), size=k, replace=False) for c in classes]
+        theta = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
+        for t in range(inner_steps):
+            if different_data_per_step:
+                share = k // inner_steps
+                idx = [int(j) for pc in per_class for j in pc[t * share:(t + 1) * share]]
+            else:
+                idx = [int(j) for pc in per_class for j in pc]
+            theta = _sgd_on_real(learner, theta, encoded_train, idx, lr)
+        rows.append(compute_metrics(predict(learner, theta, encoded_eval, batches=batches), labels, metrics))
+        if progress is not None:
+            progress(i + 1, config.learners)
+    return {"metrics": summarize(rows), "per_learner": rows, "k": k, "inner_steps": inner_steps, "lr": lr}
+
+
+def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,
+                           metrics: tuple[str, ...], steps: int = 500, batch_size: int = 32, lr: float = 5e-5,
+                           warmup_ratio: float = 0.1, seed: int = 0, progress: Progress | None = None) -> dict:
+    """Ordinary fine-tuning (AdamW, linear schedule) on real batches; one learner."""
+    gen = torch.Generator().manual_seed(seed)
+    start = learner.fresh_params(torch.Generator().manual_seed(seed))
+    start[learner.word_embedding_name] = learner.word_embeddings()  # ordinary fine-tuning trains it too
+    theta = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
+    opt = torch.optim.AdamW(list(theta.values()), lr=lr, weight_decay=0.01)
+    warm = max(1, int(steps * warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    order: list[int] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        if len(order) < batch_size:
+            order += torch.randperm(len(encoded_train), generator=gen).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        micro = [collate(encoded_train, c).to(learner.device) for c in split_by_length(encoded_train, idx, 2048)]
+        total = len(idx)
+        opt.zero_grad(set_to_none=True)
+        for b in micro:
+            out = learner.forward(theta, input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                  token_type_ids=b.token_type_ids, eager=False)
+            (F.cross_entropy(out.logits, b.labels, reduction="sum") / total).backward()
+        torch.nn.utils.clip_grad_norm_(list(theta.values()), 1.0)
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step + 1, steps)
+    params = {k: v.detach() for k, v in theta.items()}
+    labels = encoded_eval.labels.numpy()
+    row = compute_metrics(predict(learner, params, encoded_eval), labels, metrics)
+    return {"metrics": summarize([row]), "steps": steps, "batch_size": batch_size, "lr": lr,
+            "seconds": time.perf_counter() - t0}
+
+
