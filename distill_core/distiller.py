@@ -284,6 +284,8 @@ class Distiller:
             if st:
                 self.optimizer.state[p] = st
         self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr  # load_state_dict restores the schedule's position, not the groups' current lr
         self.batcher.load_state(state["batcher"])
         self.head_generator.set_state(torch.tensor(state["head_generator"], dtype=torch.uint8))
         self.step = int(state["step"])

@@ -1,0 +1,145 @@
+"""The Distill form as data: one `Field` per setting of the method, CPU defaults, and values -> RunConfig.
+
+Widget keys are the setting names, so tests and pages find widgets by the same names as
+the engine's dataclasses (`seq_len`, `outer_steps`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import DataConfig, default_data_dir
+from ..distilled import DistilledConfig
+from ..distiller import DistillConfig, RunConfig
+from ..learner import BUNDLED_MODEL, ModelConfig
+from ..tasks import TASKS
+
+__all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_from_values",
+           "values_from_config", "task_options", "DEFAULT_EVAL_ROWS"]
+
+DEFAULT_EVAL_ROWS = 300   # periodic validation on 300 random rows keeps each evaluation to seconds on CPU
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str                  # widget key == setting name
+    label: str
+    section: str
+    kind: str                 # int | float | bool | choice | text
+    default: Any
+    help: str = ""
+    options: tuple = ()
+    min: float | None = None  # only where a smaller value can never make sense; the engine validates the rest
+
+
+def default_task() -> str:
+    """sst2 where the data directory holds it, else the built-in demo set (works with no network)."""
+    d = default_data_dir()
+    if d and any((Path(d) / "sst2" / f"train{s}").exists() for s in (".parquet", ".csv", ".tsv", ".jsonl")):
+        return "sst2"
+    return "demo"
+
+
+SECTIONS = ("Data", "Model", "Distilled data", "Outer loop and evaluation")
+
+FIELDS: tuple[Field, ...] = (
+    Field("max_length", "Max tokens per real example", "Data", "int", 128, "real examples are truncated to this", min=8),
+    Field("real_batch_size", "Real batch size", "Data", "int", 32, "real examples per outer step (paper: 32)", min=1),
+    Field("train_rows", "Train rows (0 = all)", "Data", "int", 0, "use only this many random train rows", min=0),
+    Field("eval_rows", "Evaluation rows (0 = all)", "Data", "int", DEFAULT_EVAL_ROWS,
+          "periodic validation on this many random rows of the evaluation split, for speed on CPU; "
+          "use Runs > Evaluate for the full split", min=0),
+    Field("model", "Model", "Model", "text", BUNDLED_MODEL,
+          "hub name or local path of a BERT-family checkpoint; the bundled model needs no network"),
+    Field("device", "Device", "Model", "choice", "auto", "auto picks cuda, then mps, then cpu",
+          options=("auto", "cpu", "cuda", "mps")),
+    Field("dtype", "Dtype", "Model", "choice", "float32", options=("float32", "float64", "bfloat16")),
+    Field("seq_len", "Sequence length L", "Distilled data", "int", 64,
+          "positions of each synthetic sample (paper: 512; shorter is far cheaper)"),
+    Field("samples_per_class", "Samples per class", "Distilled data", "int", 1),
+    Field("inner_steps", "Inner steps T", "Distilled data", "int", 1, "plain SGD steps of the inner loop (1-5)"),
+    Field("different_data_per_step", "Different data per step", "Distilled data", "bool", False,
+          "step t uses its own share of the samples (samples per class must be a multiple of T)"),
+    Field("label_type", "Labels", "Distilled data", "choice", "soft", options=("hard", "soft", "unrestricted")),
+    Field("attention_labels", "Attention labels", "Distilled data", "choice", "cls",
+          "cls: the [CLS] row of every layer and head; all: full L x L", options=("cls", "all", "none")),
+    Field("attention_loss_weight", "Attention loss weight (lambda)", "Distilled data", "float", 1.0),
+    Field("inner_lr_init", "Initial inner lr", "Distilled data", "float", 0.1, "learned, kept positive by softplus"),
+    Field("init", "Initialisation", "Distilled data", "choice", "random",
+          "random normal (the paper) or word embeddings of real train examples", options=("random", "real")),
+    Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int", 200),
+    Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", "adam", options=("adam", "adamw")),
+    Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float", 1e-2),
+    Field("lr_labels", "Outer lr: labels", "Outer loop and evaluation", "float", 1e-2),
+    Field("lr_attention", "Outer lr: attention labels", "Outer loop and evaluation", "float", 1e-2),
+    Field("lr_inner_lr", "Outer lr: inner lr", "Outer loop and evaluation", "float", 1e-2),
+    Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float", 0.0),
+    Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float", 0.1),
+    Field("grad_clip", "Gradient clip (0 = off)", "Outer loop and evaluation", "float", 1.0),
+    Field("eval_every", "Evaluate every N steps (0 = start and end)", "Outer loop and evaluation", "int", 20),
+    Field("eval_learners", "Learners per evaluation", "Outer loop and evaluation", "int", 4,
+          "fresh heads fine-tuned on the distilled data; mean +- std (paper: 100, at the end)"),
+    Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool", True),
+    Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool", True),
+    Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", 0.0, min=0.0),
+    Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
+)
+
+_BY_KEY = {f.key: f for f in FIELDS}
+
+
+def defaults() -> dict[str, Any]:
+    """Every widget's starting value, including the data source widgets of the page."""
+    return {**{f.key: f.default for f in FIELDS}, "task": default_task(), "data_dir": default_data_dir() or "",
+            "text_columns": "sentence", "label_column": "label", "train_path": "", "eval_path": ""}
+
+
+def task_options() -> list[str]:
+    return sorted(TASKS)
+
+
+def _none_if_zero(v):
+    return None if v in (0, 0.0, None) else v
+
+
+def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfig:
+    """Build the run config from widget values. source: task | files (train_path/eval_path) | upload.
+
+    For uploads the file paths are filled in later (jobs.start_distill stages the files).
+    Range checks are left to RunConfig.validate(), whose messages name the setting.
+    """
+    v = {**defaults(), **values}
+    cols = [c.strip() for c in str(v["text_columns"]).split(",") if c.strip()]
+    custom = source in ("files", "upload")
+    data = DataConfig(
+        task=None if custom else v["task"], data_dir=(str(v["data_dir"]).strip() or None),
+        train_file=(str(v["train_path"]).strip() or None) if source == "files" else None,
+        eval_file=(str(v["eval_path"]).strip() or None) if source == "files" else None,
+        text_columns=cols if custom else [], label_column=(str(v["label_column"]).strip() or None) if custom else None,
+        max_length=int(v["max_length"]), real_batch_size=int(v["real_batch_size"]),
+        train_rows=_none_if_zero(int(v["train_rows"])), eval_rows=_none_if_zero(int(v["eval_rows"])),
+        seed=int(v["seed"]))
+    model = ModelConfig(name=str(v["model"]).strip() or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
+    distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__})
+    distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__})
+    distill.max_minutes = _none_if_zero(distill.max_minutes)
+    return RunConfig(data=data, model=model, distilled=distilled, distill=distill)
+
+
+def _cast(key: str, value: Any) -> Any:
+    kind = _BY_KEY[key].kind
+    return int(value) if kind == "int" else float(value) if kind == "float" else bool(value) if kind == "bool" else value
+
+
+def values_from_config(config: dict) -> dict[str, Any]:
+    """The widget values that rebuild a saved run's config (to start a similar run)."""
+    out = {}
+    for part in ("data", "model", "distilled", "distill"):
+        for k, val in (config.get(part) or {}).items():
+            key = "model" if (part, k) == ("model", "name") else k
+            if key in _BY_KEY or key in ("task", "data_dir"):
+                out[key] = (0 if val is None and key in ("train_rows", "eval_rows", "max_minutes") else val)
+    return out
+

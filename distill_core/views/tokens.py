@@ -1,0 +1,72 @@
+"""Nearest-token views: per-position table, label-mass weighting and change across checkpoints."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = ["nearest_frame", "mass_figure", "weighted_line_html", "checkpoint_frame", "change_figure"]
+
+Nearest = list[list[tuple[str, float]]]   # per position: top-k (token, cosine)
+
+
+def nearest_frame(nearest: Nearest, mass: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per position: label mass (if any) and the top-k tokens with cosine similarity."""
+    rows = []
+    for i, pos in enumerate(nearest):
+        row = {"position": i}
+        if mass is not None:
+            row["label mass"] = float(mass[i])
+        for j, (tok, sim) in enumerate(pos):
+            row[f"#{j + 1}"] = f"{tok}  ({sim:.2f})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mass_figure(tokens: list[str], mass: np.ndarray, title: str = "attention-label mass per position") -> go.Figure:
+    """Bars of the [CLS] label mass (mean over layers and heads) per position, named by nearest token."""
+    names = [f"{i} {t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Bar(x=names, y=mass, marker_color="#1f77b4",
+                           hovertemplate="%{x}<br>mass %{y:.4f}<extra></extra>"))
+    fig.add_hline(y=1 / len(tokens), line_dash="dot", line_color="#888", annotation_text="uniform")
+    fig.update_layout(title=title, yaxis_title="mass", height=300, margin={"l": 50, "r": 10, "t": 50, "b": 90})
+    return fig
+
+
+def weighted_line_html(tokens: list[str], mass: np.ndarray | None) -> str:
+    """The decoded line with each token shaded by its attention-label mass (darker = more)."""
+    if mass is None:
+        return "<p>" + " ".join(html.escape(t) for t in tokens) + "</p>"
+    top = float(np.max(mass)) or 1.0
+    spans = []
+    for tok, m in zip(tokens, mass):
+        alpha = 0.08 + 0.82 * float(m) / top
+        spans.append(f'<span title="mass {float(m):.4f}" style="background: rgba(31,119,180,{alpha:.2f}); '
+                     f'padding: 1px 3px; margin: 1px; border-radius: 3px; display: inline-block; '
+                     f'color: {"#fff" if alpha > 0.55 else "#111"}">{html.escape(tok)}</span>')
+    return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"
+
+
+def checkpoint_frame(lines: dict[str, list[str]]) -> pd.DataFrame:
+    """Rows: checkpoints in order; columns: positions (nearest token); plus how many changed since the row above."""
+    names = list(lines)
+    frame = pd.DataFrame([lines[n] for n in names], index=names)
+    frame.columns = [str(c) for c in frame.columns]
+    changed = [0] + [int(sum(a != b for a, b in zip(lines[p], lines[n]))) for p, n in zip(names, names[1:])]
+    frame.insert(0, "changed", changed)
+    return frame
+
+
+def change_figure(lines: dict[str, list[str]], steps: dict[str, int | None]) -> go.Figure:
+    """Positions whose nearest token differs from the first checkpoint, per checkpoint step."""
+    names = [n for n in lines if steps.get(n) is not None]
+    names.sort(key=lambda n: steps[n])
+    first = lines[names[0]] if names else []
+    y = [sum(a != b for a, b in zip(first, lines[n])) for n in names]
+    fig = go.Figure(go.Scatter(x=[steps[n] for n in names], y=y, mode="lines+markers"))
+    fig.update_layout(title="positions whose nearest token moved since the first checkpoint", height=260,
+                      xaxis_title="outer step", yaxis_title="positions", margin={"l": 50, "r": 10, "t": 50, "b": 40})
+    return fig

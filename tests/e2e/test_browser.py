@@ -1,0 +1,161 @@
+"""A real browser (Debian's /usr/bin/chromium via Playwright) drives `streamlit run app.py` with no network.
+
+Every request to a host other than 127.0.0.1/localhost is aborted, so the bertviz views must draw
+with the inlined d3/jquery. Screenshots go to test-artifacts/ (gitignored).
+Needs: `.ci/app-deps.sh` (apt-get install chromium; pip playwright, no `playwright install`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import urlopen
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: run .ci/app-deps.sh")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium, or .ci/app-deps.sh)")
+    runs = tmp_path_factory.mktemp("e2e-runs")
+    port = _free_port()
+    env = {**os.environ, "DISTILL_RUNS_DIR": str(runs), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env.pop("DISTILL_DATA_DIR", None)   # the default task is then the built-in demo set
+    log = open(tmp_path_factory.mktemp("e2e-log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        log.seek(0)
+        pytest.fail("streamlit did not start:\n" + log.read()[-3000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        aborted: list[str] = []
+
+        def guard(route):
+            host = urlparse(route.request.url).hostname
+            if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
+                route.continue_()
+            else:
+                aborted.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", guard)
+        page = context.new_page()
+        page.aborted = aborted
+        yield page
+        context.close()
+        browser.close()
+
+
+def _set_number(page, key: str, value) -> None:
+    box = page.locator(f".st-key-{key} input")
+    box.fill(str(value))
+    box.press("Enter")
+    page.wait_for_timeout(250)
+
+
+def test_distill_then_attention_offline(server, browser_page):
+    page = browser_page
+    page.goto(server)
+    page.get_by_role("heading", name="Distill").wait_for(timeout=60_000)
+    page.locator(".st-key-start button").wait_for(timeout=60_000)
+    assert page.locator(".st-key-task input").input_value() == "demo"
+    side = page.locator("[data-testid='stSidebar']")
+    for section in ("Data", "Distilled data"):           # collapsed expanders: open them to reach the inputs
+        side.locator("summary").filter(has_text=re.compile(f"^{section}$")).click()
+    for key, value in dict(seq_len=16, outer_steps=2, eval_every=1, eval_learners=1, real_batch_size=8,
+                           max_length=32, eval_rows=60).items():
+        _set_number(page, key, value)
+    page.locator(".st-key-start button").click()
+
+    chart = page.locator(".st-key-accuracy_chart")
+    chart.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "01-distill-started.png"), full_page=True)
+    # The curve appears once the first evaluation lands, then gains points as the run goes on.
+    chart.locator("g.scatterlayer .trace").first.wait_for(timeout=120_000)
+    points = lambda: chart.locator("g.scatterlayer .trace").first.locator("path.point").count()  # noqa: E731
+    first = points()
+    page.get_by_text(re.compile(r"·\s+done")).wait_for(timeout=180_000)
+    page.wait_for_timeout(1500)
+    chart = page.locator(".st-key-accuracy_chart")
+    assert chart.locator("g.scatterlayer .trace").first.locator("path.point").count() > first >= 1
+    page.screenshot(path=str(ARTIFACTS / "02-distill-done.png"), full_page=True)
+    run_id = urlparse(page.url).query.split("run=")[-1]
+    assert run_id, page.url
+
+    page.goto(f"{server}/attention?run={run_id}")
+    page.get_by_role("heading", name="Attention").wait_for(timeout=60_000)
+    frame = page.frame_locator("iframe").first
+    frame.locator("svg").first.wait_for(timeout=120_000)
+    assert frame.locator("svg line, svg path").count() > 0   # bertviz drew attention lines
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "03-attention.png"), full_page=True)
+    page.get_by_role("tab", name="Model view").click()
+    page.frame_locator("iframe").nth(1).locator("svg").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "04-attention-model-view.png"), full_page=True)
+
+    page.goto(f"{server}/tokens?run={run_id}")
+    page.get_by_role("heading", name="Nearest tokens").wait_for(timeout=60_000)
+    page.locator(".st-key-nearest_table").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "05-tokens.png"), full_page=True)
+
+    page.goto(f"{server}/runs?run={run_id}")
+    page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+    page.locator(".st-key-run_accuracy").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "06-runs.png"), full_page=True)
+
+    assert not page.locator("[data-testid='stException']").count()
+    assert not [u for u in page.aborted if re.search(r"cdn|d3|jquery|require", u)], page.aborted
