@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inner-lr-init", type=float, default=dd.inner_lr_init)
     g.add_argument("--init", choices=["random", "real"], default=dd.init,
                    help="random normal (the paper) or word embeddings of real train examples")
+    g.add_argument("--attention-init", choices=["random", "model"], default=dd.attention_init,
+                   help="attention labels start random N(0,1) (the paper) or at the pre-trained model's own "
+                        "attention on the initial sample (KL 0 at the start)")
     g = p.add_argument_group("outer loop")
     g.add_argument("--outer-steps", type=int, default=oc.outer_steps)
     g.add_argument("--optimizer", choices=["adam", "adamw"], default=oc.optimizer)
@@ -158,7 +161,7 @@ def _cmd_distill(a) -> int:
                                   inner_steps=a.inner_steps, different_data_per_step=a.different_data_per_step,
                                   label_type=a.label_type, attention_labels=a.attention_labels,
                                   attention_loss_weight=a.attention_weight, inner_lr_init=a.inner_lr_init,
-                                  init=a.init),
+                                  init=a.init, attention_init=a.attention_init),
         distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
                               warmup_ratio=a.warmup_ratio, grad_clip=a.grad_clip, eval_every=a.eval_every,
                               eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,

@@ -216,6 +216,7 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         spec0 = TaskSpec("custom", tuple(cfg.text_columns), (), label_field=cfg.label_column)
         train, names = _frame_to_split(read_table(cfg.train_file), spec0.text_fields, spec0.label_field,
                                        None, str(cfg.train_file), class_ids=False)
+        _require_two_classes(train, names)
         evaluation, _ = _frame_to_split(read_table(cfg.eval_file), spec0.text_fields, spec0.label_field,
                                         names, str(cfg.eval_file), class_ids=False)
         spec = TaskSpec("custom", tuple(cfg.text_columns), tuple(names), label_field=cfg.label_column,
@@ -250,15 +251,20 @@ def load_task_data(cfg: DataConfig) -> TaskData:
                 )
             splits[role], _ = _frame_to_split(frame, spec.text_fields, spec.label_field, spec.label_names, where,
                                                 class_ids=True)
+            if role == "train":
+                _require_two_classes(splits[role], spec.label_names)
             sources.append(where)
         train, evaluation = splits["train"], splits["evaluation"]
         source = ", ".join(sources)
-    if len(np.unique(train.labels)) < 2:
-        raise UserError(f"{train.source}: the train split holds a single class "
-                        f"({spec.label_names[int(train.labels[0])]!r}); distillation needs at least 2")
     train = _cap(train, cfg.train_rows, rng)
     evaluation = _cap(evaluation, cfg.eval_rows, rng)
     return TaskData(spec, train, evaluation, source)
+
+
+def _require_two_classes(train: Split, names: Sequence[str]) -> None:
+    if len(np.unique(train.labels)) < 2:
+        raise UserError(f"{train.source}: the train split holds a single class "
+                        f"({names[int(train.labels[0])]!r}); distillation needs at least 2")
 
 
 def _cap(split: Split, rows: int | None, rng: np.random.Generator) -> Split:

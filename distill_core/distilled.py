@@ -21,6 +21,7 @@ FORMAT_NAME = "distill-attention-labels/distilled-data"
 FORMAT_VERSION = 1
 LABEL_TYPES = ("hard", "soft", "unrestricted")
 INIT_KINDS = ("random", "real")
+ATTENTION_INITS = ("random", "model")
 
 
 def inverse_softplus(y: float) -> float:
@@ -43,6 +44,7 @@ class DistilledConfig:
     attention_loss_weight: float = 1.0    # lambda in L_task + lambda * L_attn
     inner_lr_init: float = 0.1
     init: str = "random"                  # random (as the paper) | real (embeddings of real examples)
+    attention_init: str = "random"        # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
 
     def validate(self, max_positions: int | None = None) -> None:
         if self.seq_len < 2:
@@ -63,6 +65,8 @@ class DistilledConfig:
             raise UserError(f"attention_labels must be one of {', '.join(ATTENTION_MODES)}, got {self.attention_labels!r}")
         if self.init not in INIT_KINDS:
             raise UserError(f"init must be one of {', '.join(INIT_KINDS)}, got {self.init!r}")
+        if self.attention_init not in ATTENTION_INITS:
+            raise UserError(f"attention_init must be one of {', '.join(ATTENTION_INITS)}, got {self.attention_init!r}")
         if not self.inner_lr_init > 0:
             raise UserError(f"inner_lr_init must be > 0, got {self.inner_lr_init}")
         if self.attention_loss_weight < 0:
@@ -184,6 +188,17 @@ class DistilledData:
         for r, ids in enumerate(token_ids):
             ids = list(ids[:L]) + [pad_id] * max(0, L - len(ids))
             self.embeds[r].copy_(word_embeddings[torch.as_tensor(ids, device=word_embeddings.device)])
+
+    @torch.no_grad()
+    def init_attention_from(self, attention: torch.Tensor) -> None:
+        """Set the attention labels to log(attention): softmax of the labels then equals `attention`.
+
+        attention: (N, K, H, L, L) probabilities (e.g. the pre-trained model on each sample).
+        """
+        if self.attention_logits is None:
+            return
+        probs = attention[..., 0, :] if self.config.attention_labels == "cls" else attention
+        self.attention_logits.copy_(probs.clamp_min(1e-8).log().to(self.attention_logits.dtype))
 
     # --- persistence -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:

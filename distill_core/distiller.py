@@ -148,6 +148,11 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
         pad = learner.tokenizer.pad_token_id or 0
         d.init_from_token_ids(ids, learner.word_embeddings(), pad)
         d.meta["init_examples"] = [int(picks[r % C][r // C]) for r in range(d.num_samples)]
+    if config.distilled.attention_init == "model" and d.attention_logits is not None:
+        theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
+        with torch.no_grad():  # attention does not depend on the head, so any head gives the same maps
+            out = learner.forward(theta0, inputs_embeds=d.embeds.detach(), output_attentions=True, eager=True)
+        d.init_attention_from(torch.stack(out.attentions, dim=1))
     return d
 
 

@@ -17,7 +17,7 @@ from ..learner import BUNDLED_MODEL, ModelConfig
 from ..tasks import TASKS
 
 __all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_from_values",
-           "values_from_config", "task_options", "DEFAULT_EVAL_ROWS"]
+           "values_from_config", "task_options", "missing_settings", "DEFAULT_EVAL_ROWS"]
 
 DEFAULT_EVAL_ROWS = 300   # periodic validation on 300 random rows keeps each evaluation to seconds on CPU
 
@@ -69,6 +69,9 @@ FIELDS: tuple[Field, ...] = (
     Field("inner_lr_init", "Initial inner lr", "Distilled data", "float", 0.1, "learned, kept positive by softplus"),
     Field("init", "Initialisation", "Distilled data", "choice", "random",
           "random normal (the paper) or word embeddings of real train examples", options=("random", "real")),
+    Field("attention_init", "Attention-label initialisation", "Distilled data", "choice", "random",
+          "random normal (the paper) or the pre-trained model's own attention on the initial sample",
+          options=("random", "model")),
     Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int", 200),
     Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", "adam", options=("adam", "adamw")),
     Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float", 1e-2),
@@ -87,7 +90,15 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
 )
 
+# A setting the engine does not have (an older engine) is left out of the form.
+FIELDS = tuple(f for f in FIELDS if f.section not in ("Distilled data", "Outer loop and evaluation")
+               or f.key in DistilledConfig.__dataclass_fields__ or f.key in DistillConfig.__dataclass_fields__)
 _BY_KEY = {f.key: f for f in FIELDS}
+
+
+def missing_settings() -> list[str]:
+    """Settings of the method (DistilledConfig, DistillConfig) that the form does not offer."""
+    return [k for k in (*DistilledConfig.__dataclass_fields__, *DistillConfig.__dataclass_fields__) if k not in _BY_KEY]
 
 
 def defaults() -> dict[str, Any]:
@@ -122,8 +133,8 @@ def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfi
         train_rows=_none_if_zero(int(v["train_rows"])), eval_rows=_none_if_zero(int(v["eval_rows"])),
         seed=int(v["seed"]))
     model = ModelConfig(name=str(v["model"]).strip() or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
-    distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__})
-    distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__})
+    distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__ if k in _BY_KEY})
+    distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__ if k in _BY_KEY})
     distill.max_minutes = _none_if_zero(distill.max_minutes)
     return RunConfig(data=data, model=model, distilled=distilled, distill=distill)
 

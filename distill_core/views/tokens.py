@@ -37,13 +37,13 @@ def mass_figure(tokens: list[str], mass: np.ndarray, title: str = "attention-lab
 
 
 def weighted_line_html(tokens: list[str], mass: np.ndarray | None) -> str:
-    """The decoded line with each token shaded by its attention-label mass (darker = more)."""
+    """The decoded line with each token shaded by its attention-label mass (darker = more, min to max)."""
     if mass is None:
         return "<p>" + " ".join(html.escape(t) for t in tokens) + "</p>"
-    top = float(np.max(mass)) or 1.0
+    lo, hi = float(np.min(mass)), float(np.max(mass))
     spans = []
     for tok, m in zip(tokens, mass):
-        alpha = 0.08 + 0.82 * float(m) / top
+        alpha = 0.06 + 0.84 * ((float(m) - lo) / (hi - lo) if hi > lo else 0.5)
         spans.append(f'<span title="mass {float(m):.4f}" style="background: rgba(31,119,180,{alpha:.2f}); '
                      f'padding: 1px 3px; margin: 1px; border-radius: 3px; display: inline-block; '
                      f'color: {"#fff" if alpha > 0.55 else "#111"}">{html.escape(tok)}</span>')

@@ -78,7 +78,7 @@ def browser_page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 2000})
         aborted: list[str] = []
 
         def guard(route):
@@ -105,14 +105,21 @@ def _set_number(page, key: str, value) -> None:
 
 
 def test_distill_then_attention_offline(server, browser_page):
-    page = browser_page
+    try:
+        _walkthrough(server, browser_page)
+    except BaseException:
+        browser_page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+        raise
+
+
+def _walkthrough(server, page):
     page.goto(server)
     page.get_by_role("heading", name="Distill").wait_for(timeout=60_000)
     page.locator(".st-key-start button").wait_for(timeout=60_000)
     assert page.locator(".st-key-task input").input_value() == "demo"
     side = page.locator("[data-testid='stSidebar']")
     for section in ("Data", "Distilled data"):           # collapsed expanders: open them to reach the inputs
-        side.locator("summary").filter(has_text=re.compile(f"^{section}$")).click()
+        side.locator("summary").get_by_text(section, exact=True).click()
     for key, value in dict(seq_len=16, outer_steps=2, eval_every=1, eval_learners=1, real_batch_size=8,
                            max_length=32, eval_rows=60).items():
         _set_number(page, key, value)
@@ -147,7 +154,8 @@ def test_distill_then_attention_offline(server, browser_page):
 
     page.goto(f"{server}/tokens?run={run_id}")
     page.get_by_role("heading", name="Nearest tokens").wait_for(timeout=60_000)
-    page.locator(".st-key-nearest_table").wait_for(timeout=60_000)
+    page.get_by_text("Across checkpoints").wait_for(timeout=60_000)
+    page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "05-tokens.png"), full_page=True)
 
