@@ -16,7 +16,7 @@ from .errors import UserError
 from .tasks import TaskSpec, get_task
 
 __all__ = [
-    "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "RealBatcher",
+    "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "PackedBatch", "RealBatcher", "pack",
     "load_task_data", "read_table", "encode_split", "DEMO_DIR", "default_data_dir",
 ]
 
@@ -330,6 +330,68 @@ def collate(encoded: EncodedSplit, indices: Sequence[int], pad_id: int = 0, mult
     return RealBatch(ids, types, mask, encoded.labels[list(indices)])
 
 
+@dataclass
+class PackedBatch:
+    """Several examples packed end to end into each row, with a block-diagonal attention mask.
+
+    Exactly equivalent to padding each example on its own (no token attends across examples,
+    positions restart at 0), but the encoder only computes real tokens.
+    """
+
+    input_ids: torch.Tensor        # (R, W)
+    token_type_ids: torch.Tensor   # (R, W)
+    position_ids: torch.Tensor     # (R, W)
+    attention_mask: torch.Tensor   # (R, 1, W, W) bool, True = may attend
+    cls_index: torch.Tensor        # (B,) flat index (row * W + offset) of each example's [CLS]
+    labels: torch.Tensor           # (B,)
+    order: list[int]               # example indices, in the order of cls_index
+
+    def to(self, device: torch.device) -> "PackedBatch":
+        return PackedBatch(*(t.to(device, non_blocking=True) for t in
+                             (self.input_ids, self.token_type_ids, self.position_ids, self.attention_mask,
+                              self.cls_index, self.labels)), self.order)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def pack(encoded: EncodedSplit, indices: Sequence[int], row_tokens: int = 512) -> PackedBatch:
+    """First-fit-decreasing packing of examples into rows of at most `row_tokens` tokens."""
+    rows: list[list[int]] = []
+    fill: list[int] = []
+    for i in sorted(indices, key=lambda j: -len(encoded.input_ids[j])):
+        n = len(encoded.input_ids[i])
+        for r in range(len(rows)):
+            if fill[r] + n <= row_tokens:
+                rows[r].append(i)
+                fill[r] += n
+                break
+        else:
+            rows.append([i])
+            fill.append(n)
+    width = int(math.ceil(max(fill) / 8) * 8)
+    R = len(rows)
+    ids = torch.zeros((R, width), dtype=torch.long)
+    types = torch.zeros_like(ids)
+    positions = torch.zeros_like(ids)
+    mask = torch.zeros((R, 1, width, width), dtype=torch.bool)
+    cls, order = [], []
+    for r, row in enumerate(rows):
+        offset = 0
+        for i in row:
+            n = len(encoded.input_ids[i])
+            ids[r, offset:offset + n] = torch.as_tensor(encoded.input_ids[i])
+            types[r, offset:offset + n] = torch.as_tensor(encoded.token_type_ids[i])
+            positions[r, offset:offset + n] = torch.arange(n)
+            mask[r, 0, offset:offset + n, offset:offset + n] = True
+            cls.append(r * width + offset)
+            order.append(i)
+            offset += n
+        tail = torch.arange(offset, width)
+        mask[r, 0, tail, tail] = True  # padding attends to itself only: no empty softmax rows
+    return PackedBatch(ids, types, positions, mask, torch.as_tensor(cls), encoded.labels[order], order)
+
+
 def split_by_length(encoded: EncodedSplit, indices: Sequence[int], max_tokens: int | None) -> list[list[int]]:
     """Cut one batch into length-sorted micro-batches of at most `max_tokens` padded positions.
 
@@ -356,8 +418,10 @@ class RealBatcher:
     """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
 
     def __init__(self, encoded: EncodedSplit, batch_size: int, seed: int = 0, pad_id: int = 0,
-                 micro_batch_tokens: int | None = 512):
+                 micro_batch_tokens: int | None = 512, packing: bool = False, row_tokens: int = 512):
         self.encoded = encoded
+        self.packing = packing
+        self.row_tokens = row_tokens
         self.batch_size = min(batch_size, len(encoded))
         self.pad_id = pad_id
         self.micro_batch_tokens = micro_batch_tokens
@@ -374,9 +438,11 @@ class RealBatcher:
         self.batches_drawn += 1
         return idx
 
-    def next(self) -> list[RealBatch]:
-        """The next batch as length-sorted micro-batches (see split_by_length)."""
+    def next(self) -> list[RealBatch] | list[PackedBatch]:
+        """The next batch, packed (see pack) or as length-sorted micro-batches (see split_by_length)."""
         idx = self.next_indices()
+        if self.packing:
+            return [pack(self.encoded, idx, max(self.row_tokens, max(len(self.encoded.input_ids[i]) for i in idx)))]
         return [collate(self.encoded, chunk, self.pad_id)
                 for chunk in split_by_length(self.encoded, idx, self.micro_batch_tokens)]
 
@@ -395,7 +461,15 @@ class RealBatcher:
             yield self.next()
 
 
-def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: int = 0) -> list[tuple[list[int], RealBatch]]:
-    """The whole split, length-sorted into padded batches of at most `max_tokens` positions."""
+def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: int = 0,
+                         packing: bool = False, row_tokens: int = 512) -> list[tuple[list[int], RealBatch | PackedBatch]]:
+    """The whole split in batches of at most about `max_tokens` positions: packed, or padded by length."""
     chunks = split_by_length(encoded, range(len(encoded)), max_tokens)
+    if packing:
+        out = []
+        for chunk in chunks:
+            longest = max(len(encoded.input_ids[i]) for i in chunk)
+            b = pack(encoded, chunk, max(row_tokens, longest))
+            out.append((b.order, b))
+        return out
     return [(chunk, collate(encoded, chunk, pad_id)) for chunk in chunks]

@@ -173,7 +173,8 @@ class Distiller:
         self.last_eval_step: int | None = None
         self.head_generator = torch.Generator().manual_seed(config.distill.seed + 1)
         self.batcher = RealBatcher(self.prep.train, config.data.real_batch_size, seed=config.distill.seed,
-                                   pad_id=self.prep.learner.tokenizer.pad_token_id or 0)
+                                   pad_id=self.prep.learner.tokenizer.pad_token_id or 0,
+                                   packing=self.prep.learner.supports_packing)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if self.run is not None:

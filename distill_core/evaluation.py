@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import EncodedSplit, collate, iterate_eval_batches, split_by_length
+from .data import EncodedSplit, collate, iterate_eval_batches, pack, split_by_length
 from .distilled import DistilledData
 from .errors import UserError
 from .inner import fine_tune, real_loss_and_grad
@@ -35,6 +35,11 @@ class EvalConfig:
             raise UserError(f"learners must be >= 1, got {self.learners}")
         if self.max_tokens < 512:
             raise UserError(f"max_tokens must be >= 512, got {self.max_tokens}")
+
+
+def eval_batches(learner: Learner, encoded: EncodedSplit, max_tokens: int = 8192):
+    """Evaluation batches, packed where the learner supports it."""
+    return iterate_eval_batches(encoded, max_tokens, packing=learner.supports_packing)
 
 
 def compute_metrics(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -67,11 +72,8 @@ def predict(learner: Learner, params: Params, encoded: EncodedSplit, max_tokens:
     """Argmax predictions on a whole split (SDPA, length-sorted batches)."""
     preds = np.empty(len(encoded), dtype=np.int64)
     dev = learner.device
-    for idx, batch in (batches if batches is not None else iterate_eval_batches(encoded, max_tokens)):
-        b = batch.to(dev)
-        out = learner.forward(params, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                              token_type_ids=b.token_type_ids, eager=False)
-        preds[idx] = out.logits.argmax(-1).cpu().numpy()
+    for idx, batch in (batches if batches is not None else eval_batches(learner, encoded, max_tokens)):
+        preds[idx] = learner.real_logits(params, batch.to(dev)).argmax(-1).cpu().numpy()
     return preds
 
 
@@ -82,7 +84,7 @@ def evaluate_distilled(learner: Learner, distilled: DistilledData, encoded_eval:
     config = config or EvalConfig()
     config.validate()
     labels = encoded_eval.labels.numpy()
-    batches = iterate_eval_batches(encoded_eval, config.max_tokens)
+    batches = eval_batches(learner, encoded_eval, config.max_tokens)
     rows = []
     t0 = time.perf_counter()
     for i in range(config.learners):
@@ -108,7 +110,7 @@ def majority_baseline(train_labels: np.ndarray, encoded_eval: EncodedSplit, metr
 
 
 def _sgd_on_real(learner: Learner, theta: Params, encoded: EncodedSplit, indices: list[int], lr: float) -> Params:
-    batch = collate(encoded, indices).to(learner.device)
+    batch = (pack(encoded, indices) if learner.supports_packing else collate(encoded, indices)).to(learner.device)
     with torch.enable_grad():
         _, g = real_loss_and_grad(learner, theta, [batch])
     return {k: theta[k] - lr * g[k] for k in theta}
@@ -128,7 +130,7 @@ def random_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded
     labels_train = encoded_train.labels.numpy()
     classes = np.unique(labels_train)
     labels = encoded_eval.labels.numpy()
-    batches = iterate_eval_batches(encoded_eval, config.max_tokens)
+    batches = eval_batches(learner, encoded_eval, config.max_tokens)
     rows = []
     for i in range(config.learners):
         rng = np.random.default_rng(config.seed + i)
@@ -165,13 +167,14 @@ def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encode
         if len(order) < batch_size:
             order += torch.randperm(len(encoded_train), generator=gen).tolist()
         idx, order = order[:batch_size], order[batch_size:]
-        micro = [collate(encoded_train, c).to(learner.device) for c in split_by_length(encoded_train, idx, 2048)]
+        if learner.supports_packing:
+            micro = [pack(encoded_train, idx).to(learner.device)]
+        else:
+            micro = [collate(encoded_train, c).to(learner.device) for c in split_by_length(encoded_train, idx, 512)]
         total = len(idx)
         opt.zero_grad(set_to_none=True)
         for b in micro:
-            out = learner.forward(theta, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                                  token_type_ids=b.token_type_ids, eager=False)
-            (F.cross_entropy(out.logits, b.labels, reduction="sum") / total).backward()
+            (F.cross_entropy(learner.real_logits(theta, b), b.labels, reduction="sum") / total).backward()
         torch.nn.utils.clip_grad_norm_(list(theta.values()), 1.0)
         opt.step()
         sched.step()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import RealBatch
+from .data import PackedBatch, RealBatch
 from .distilled import DistilledData, StepBatch
 from .learner import Learner, Params
 from .losses import attention_kl, soft_cross_entropy
@@ -75,7 +75,7 @@ def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Par
     return theta
 
 
-def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch],
+def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch | PackedBatch],
                        need_grad: bool = True) -> tuple[float, Params | None]:
     """Mean cross-entropy on a real batch (given as micro-batches) and its gradient w.r.t. params."""
     total = sum(len(b) for b in batches)
@@ -84,9 +84,8 @@ def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch
     loss_sum = 0.0
     for b in batches:
         with torch.set_grad_enabled(need_grad):
-            out = learner.forward(p, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                                  token_type_ids=b.token_type_ids, eager=False)
-            logits = out.logits if out.logits.dtype in (torch.float32, torch.float64) else out.logits.float()
+            logits = learner.real_logits(p, b)
+            logits = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
             loss = F.cross_entropy(logits, b.labels, reduction="sum") / total
         loss_sum += float(loss.detach())
         if need_grad:
@@ -104,7 +103,7 @@ class HyperResult:
 
 
 def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
-                  real_batches: list[RealBatch]) -> HyperResult:
+                  real_batches: list[RealBatch | PackedBatch]) -> HyperResult:
     """Exact dL_out/dD through all T inner steps (see the module docstring)."""
     cfg = distilled.config
     T = cfg.inner_steps

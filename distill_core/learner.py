@@ -146,7 +146,34 @@ class Learner:
         params.update(self.new_head(generator))
         return params
 
-    # --- forward ---------------------------------------------------------------------------
+    # --- forward -----------------------------------------------------------------------------
+    @property
+    def supports_packing(self) -> bool:
+        """BERT-style classifiers (encoder `bert` with a pooler, linear `classifier`) can run packed batches."""
+        bert = getattr(self.module, "bert", None)
+        return (bert is not None and getattr(bert, "pooler", None) is not None
+                and isinstance(getattr(self.module, "classifier", None), torch.nn.Linear)
+                and "bert.pooler.dense.weight" in self.pretrained)
+
+    def forward_packed(self, params: Params, batch) -> torch.Tensor:
+        """Logits (B, C) of a PackedBatch: encoder on packed rows, then pooler + head at each [CLS]."""
+        encoder_params = {k[5:]: v for k, v in params.items() if k.startswith("bert.")}
+        kwargs = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids,
+                  "position_ids": batch.position_ids, "attention_mask": batch.attention_mask, "return_dict": True}
+        with self.attention_implementation("sdpa"):
+            out = functional_call(self.module.bert, encoder_params, args=(), kwargs=kwargs, strict=False)
+        hidden = out.last_hidden_state
+        cls = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.cls_index)
+        pooled = torch.tanh(torch.nn.functional.linear(cls, params["bert.pooler.dense.weight"],
+                                                       params["bert.pooler.dense.bias"]))
+        return torch.nn.functional.linear(pooled, params["classifier.weight"], params["classifier.bias"])
+
+    def real_logits(self, params: Params, batch) -> torch.Tensor:
+        """Logits of a real batch, padded (RealBatch) or packed (PackedBatch); fused attention."""
+        if hasattr(batch, "cls_index"):
+            return self.forward_packed(params, batch)
+        return self.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                            token_type_ids=batch.token_type_ids, eager=False).logits
     @contextlib.contextmanager
     def attention_implementation(self, impl: str) -> Iterator[None]:
         """Eager attention for the twice-differentiable synthetic pass, SDPA elsewhere."""

@@ -69,7 +69,23 @@ def _strip_cdn(bertviz_html: str) -> str:
     return out
 
 
-def offline_page(body: str, title: str = "attention", note: str = "") -> str:
+_FIT_WIDTH = """
+(function () {
+  // The model view draws a fixed 970px-wide SVG; give it a viewBox so it shrinks to narrow iframes.
+  document.querySelectorAll("#vis svg").forEach(function (svg) {
+    var w = parseFloat(svg.getAttribute("width")), h = parseFloat(svg.getAttribute("height"));
+    if (!svg.getAttribute("viewBox") && w > 0 && h > 0 && String(svg.getAttribute("width")).indexOf("%") < 0) {
+      svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+      svg.setAttribute("width", "100%");
+      svg.removeAttribute("height");
+      svg.style.maxWidth = w + "px";
+    }
+  });
+})();
+"""
+
+
+def offline_page(body: str, title: str = "attention", note: str = "", after: str = "") -> str:
     """A self-contained HTML document around bertviz output: libraries inlined, no CDN left."""
     jquery, d3 = _libraries()
     cleaned = _strip_cdn(body)
@@ -83,6 +99,7 @@ def offline_page(body: str, title: str = "attention", note: str = "") -> str:
 </head><body>
 {f'<p class="note">{html.escape(note)}</p>' if note else ''}
 {cleaned}
+{f"<script>{after}</script>" if after else ""}
 </body></html>
 """
     left = external_urls(page)
@@ -151,7 +168,7 @@ def model_view_html(comp: ClsComparison, title: str = "bertviz model view") -> s
 
     out = model_view(cross_attention=comp.as_layers(), encoder_tokens=comp.tokens, decoder_tokens=comp.rows,
                      display_mode="light", html_action="return")
-    return offline_page(out.data, title, comp.note)
+    return offline_page(out.data, title, comp.note, after=_FIT_WIDTH)
 
 
 def view_height(comp: ClsComparison, kind: str) -> int:

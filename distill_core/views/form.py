@@ -115,6 +115,10 @@ def _none_if_zero(v):
     return None if v in (0, 0.0, None) else v
 
 
+def _text(v) -> str | None:
+    return None if v is None or not str(v).strip() else str(v).strip()
+
+
 def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfig:
     """Build the run config from widget values. source: task | files (train_path/eval_path) | upload.
 
@@ -122,17 +126,17 @@ def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfi
     Range checks are left to RunConfig.validate(), whose messages name the setting.
     """
     v = {**defaults(), **values}
-    cols = [c.strip() for c in str(v["text_columns"]).split(",") if c.strip()]
+    cols = [c.strip() for c in str(v["text_columns"] or "").split(",") if c.strip()]
     custom = source in ("files", "upload")
     data = DataConfig(
-        task=None if custom else v["task"], data_dir=(str(v["data_dir"]).strip() or None),
-        train_file=(str(v["train_path"]).strip() or None) if source == "files" else None,
-        eval_file=(str(v["eval_path"]).strip() or None) if source == "files" else None,
-        text_columns=cols if custom else [], label_column=(str(v["label_column"]).strip() or None) if custom else None,
+        task=None if custom else v["task"], data_dir=_text(v["data_dir"]),
+        train_file=_text(v["train_path"]) if source == "files" else None,
+        eval_file=_text(v["eval_path"]) if source == "files" else None,
+        text_columns=cols if custom else [], label_column=_text(v["label_column"]) if custom else None,
         max_length=int(v["max_length"]), real_batch_size=int(v["real_batch_size"]),
         train_rows=_none_if_zero(int(v["train_rows"])), eval_rows=_none_if_zero(int(v["eval_rows"])),
         seed=int(v["seed"]))
-    model = ModelConfig(name=str(v["model"]).strip() or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
+    model = ModelConfig(name=_text(v["model"]) or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
     distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__ if k in _BY_KEY})
     distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__ if k in _BY_KEY})
     distill.max_minutes = _none_if_zero(distill.max_minutes)
