@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-eval-at-start", action="store_true")
     g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines")
     g.add_argument("--max-minutes", type=float, help="wall-clock budget; the run stops cleanly when spent")
+    g.add_argument("--inner-memory", choices=["auto", "store", "recompute"], default=oc.inner_memory,
+                   help="keep every inner step's parameters (fast) or recompute them (memory flat in T); "
+                        "auto recomputes for T > 5")
     g.add_argument("--seed", type=int, default=oc.seed)
     g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -165,7 +168,8 @@ def _cmd_distill(a) -> int:
         distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
                               warmup_ratio=a.warmup_ratio, grad_clip=a.grad_clip, eval_every=a.eval_every,
                               eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,
-                              baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed, **lrs))
+                              baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
+                              inner_memory=a.inner_memory, **lrs))
     if a.resume and not a.out:
         raise UserError("--resume needs --out naming the run directory")
     if a.resume:

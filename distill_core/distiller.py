@@ -49,6 +49,7 @@ class DistillConfig:
     eval_at_start: bool = True
     baselines: bool = True             # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
+    inner_memory: str = "auto"         # store | recompute (memory flat in T) | auto (recompute for T > 5)
     seed: int = 0
 
     def validate(self) -> None:
@@ -68,6 +69,8 @@ class DistillConfig:
             raise UserError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.eval_learners < 1:
             raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
+        if self.inner_memory not in ("auto", "store", "recompute"):
+            raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
 
@@ -317,7 +320,9 @@ class Distiller:
         learner = self.prep.learner
         real = [b.to(learner.device) for b in self.batcher.next()]
         theta0 = learner.fresh_params(self.head_generator)
-        res = hypergradient(learner, theta0, self.distilled, real)
+        memory = self.config.distill.inner_memory
+        res = hypergradient(learner, theta0, self.distilled, real,
+                            recompute=None if memory == "auto" else memory == "recompute")
         bad = [n for n, g in res.grads.items() if not torch.isfinite(g).all()]
         if not math.isfinite(res.real_loss) or bad:
             raise FloatingPointError(f"non-finite {'loss' if not bad else 'gradient of ' + ', '.join(bad)} at outer "

@@ -102,54 +102,80 @@ class HyperResult:
     inner_attention_loss: float | None
 
 
+STORE_LIMIT = 5  # "auto": keep every theta_t up to this T, recompute beyond it
+
+
 def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
-                  real_batches: list[RealBatch | PackedBatch]) -> HyperResult:
-    """Exact dL_out/dD through all T inner steps (see the module docstring)."""
+                  real_batches: list[RealBatch | PackedBatch], recompute: bool | None = None) -> HyperResult:
+    """Exact dL_out/dD through all T inner steps (see the module docstring).
+
+    recompute=False keeps theta_0..theta_{T-1} (one parameter copy per step, fastest);
+    recompute=True keeps O(log T) copies and recomputes the others by recursive bisection
+    (about (T/2) log2 T extra first-order inner steps): memory flat in T, gradient identical.
+    None picks recompute for T > STORE_LIMIT.
+    """
     cfg = distilled.config
     T = cfg.inner_steps
+    recompute = T > STORE_LIMIT if recompute is None else recompute
     learnable = distilled.learnable()
+    names = list(learnable)
     mode, lam = cfg.attention_labels, cfg.attention_loss_weight
+    lrs = distilled.inner_lrs().detach()
+    grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
+
+    def step_forward(theta: Params, t: int, keep_graph: bool = False):
+        p = _leaf(theta)
+        loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam)
+        g = _grads(loss.total, p, create_graph=keep_graph)
+        return {k: p[k].detach() - lrs[t] * g[k].detach() for k in p}, (p, g) if keep_graph else None, loss
+
+    def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> Params | None:
+        """Pull the adjoint back through step t; accumulate dL/dD; return dL/dtheta_t (None at t=0)."""
+        if kept is not None:
+            p, g = kept
+        else:
+            p = _leaf(theta_t)
+            g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam).total, p, create_graph=True)
+        eta_t = F.softplus(distilled.lr_raw[t])
+        objective = -eta_t * sum((a[k] * g[k]).sum() for k in p)   # theta_{t+1} = theta_t - eta_t * G_t
+        wrt = [p[k] for k in p] + [learnable[n] for n in names] if t > 0 else [learnable[n] for n in names]
+        outs = torch.autograd.grad(objective, wrt, allow_unused=True)
+        if t > 0:
+            a = {k: a[k] + (0 if d is None else d.detach()) for k, d in zip(p, outs[: len(p)])}
+            outs = outs[len(p):]
+        for name, d in zip(names, outs):
+            if d is not None:
+                grads[name] += d.detach()
+        return a if t > 0 else None
 
     with torch.enable_grad():
-        # Forward: theta_0 .. theta_T by value. The last step keeps its graph for the reverse pass.
-        thetas: list[Params] = [theta0]
-        lrs = distilled.inner_lrs().detach()
-        kept = None
-        for t in range(T):
-            p = _leaf(thetas[t])
-            last = t == T - 1
-            loss = inner_loss(learner, p, distilled.step_batch(t, detach=not last), mode, lam)
-            g = _grads(loss.total, p, create_graph=last)
-            if last:
-                kept = (p, g, loss)
-            thetas.append({k: p[k].detach() - lrs[t] * g[k].detach() for k in p})
-        last_loss = kept[2]
+        if not recompute:
+            thetas: list[Params] = [theta0]
+            kept = None
+            for t in range(T):  # the last step keeps its graph: the reverse pass starts from it
+                new, kept, last_loss = step_forward(thetas[t], t, keep_graph=t == T - 1)
+                thetas.append(new)
+            real_loss, a = real_loss_and_grad(learner, thetas.pop(), real_batches)
+            for t in reversed(range(T)):
+                a = reverse_step(t, thetas.pop(), a, kept if t == T - 1 else None)
+        else:
+            theta = theta0
+            for t in range(T):
+                theta, _, last_loss = step_forward(theta, t)
+            real_loss, a = real_loss_and_grad(learner, theta, real_batches)
+            del theta
 
-        real_loss, a = real_loss_and_grad(learner, thetas[T], real_batches)
-        thetas.pop()  # theta_T is no longer needed
+            def segment(t0: int, theta_t0: Params, t1: int, a: Params) -> Params | None:
+                if t1 - t0 == 1:
+                    return reverse_step(t0, theta_t0, a)
+                mid = (t0 + t1) // 2
+                theta_mid = theta_t0
+                for t in range(t0, mid):
+                    theta_mid = step_forward(theta_mid, t)[0]
+                a = segment(mid, theta_mid, t1, a)
+                del theta_mid
+                return segment(t0, theta_t0, mid, a)
 
-        # Reverse: adjoint a = dL_out/dtheta_{t+1}, pulled back through step t.
-        grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
-        for t in reversed(range(T)):
-            if t == T - 1:
-                p, g, _ = kept
-                kept = None
-            else:
-                p = _leaf(thetas[t])
-                g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam).total, p, create_graph=True)
-            thetas.pop()
-            eta_t = F.softplus(distilled.lr_raw[t])
-            inner_product = sum((a[k] * g[k]).sum() for k in p)
-            objective = -eta_t * inner_product
-            names = list(learnable)
-            outs = torch.autograd.grad(objective, [p[k] for k in p] + [learnable[n] for n in names],
-                                       allow_unused=True)
-            n_p = len(p)
-            if t > 0:
-                a = {k: a[k] + (0 if d is None else d.detach()) for k, d in zip(p, outs[:n_p])}
-            for name, d in zip(names, outs[n_p:]):
-                if d is not None:
-                    grads[name] += d.detach()
-            del g, p, outs, objective, inner_product
+            segment(0, theta0, T, a)
     return HyperResult(real_loss, grads, float(last_loss.task.detach()),
                        None if last_loss.attention is None else float(last_loss.attention.detach()))

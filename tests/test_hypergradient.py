@@ -15,7 +15,7 @@ from conftest import tiny_learner
 
 def make_case(T: int, different: bool, label_type: str = "soft", attention: str = "cls", seed: int = 0):
     learner = tiny_learner(seed=seed)
-    spc = T if different else 1
+    spc = T if different else 1  # T=5 different data: recursion segments of uneven length
     cfg = DistilledConfig(seq_len=6, samples_per_class=spc, inner_steps=T, different_data_per_step=different,
                           label_type=label_type, attention_labels=attention, inner_lr_init=0.3)
     g = torch.Generator().manual_seed(seed + 1)
@@ -47,14 +47,15 @@ def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch) -> torch.
     return soft_cross_entropy(out.logits, batch.labels)
 
 
-CASES = [(1, False), (3, False), (3, True)]
+CASES = [(1, False), (3, False), (3, True), (5, True)]
 
 
 @pytest.mark.parametrize("T,different", CASES)
 @pytest.mark.parametrize("attention", ["cls", "all"])
-def test_hypergradient_matches_unrolled_autograd(T, different, attention):
+@pytest.mark.parametrize("recompute", [False, True])
+def test_hypergradient_matches_unrolled_autograd(T, different, attention, recompute):
     learner, d, theta0, batch = make_case(T, different, attention=attention)
-    res = hypergradient(learner, theta0, d, [batch])
+    res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
     ref_loss = unrolled_loss(learner, d, theta0, batch)
     names = list(d.learnable())
     ref = torch.autograd.grad(ref_loss, [d.learnable()[n] for n in names])
@@ -76,10 +77,10 @@ def test_micro_batches_give_the_same_gradient():
         torch.testing.assert_close(split.grads[n], whole.grads[n], rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("T,different", [(1, False), (3, True)])
-def test_hypergradient_matches_finite_differences(T, different):
+@pytest.mark.parametrize("T,different,recompute", [(1, False, False), (3, True, False), (3, True, True)])
+def test_hypergradient_matches_finite_differences(T, different, recompute):
     learner, d, theta0, batch = make_case(T, different, seed=3)
-    res = hypergradient(learner, theta0, d, [batch])
+    res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
     g = torch.Generator().manual_seed(7)
     eps = 1e-6
     for name, tensor in d.learnable().items():

@@ -104,6 +104,16 @@ def _set_number(page, key: str, value) -> None:
     page.wait_for_timeout(250)
 
 
+def _settle(page, timeout: float = 120) -> None:
+    """Wait until Streamlit has finished the script run (its running indicator is gone)."""
+    page.wait_for_timeout(500)
+    deadline = time.time() + timeout
+    while time.time() < deadline and page.locator("[data-testid='stStatusWidget']").filter(
+            has_text=re.compile("Running|Stop")).count():
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(800)
+
+
 def test_distill_then_attention_offline(server, browser_page):
     try:
         _walkthrough(server, browser_page)
@@ -113,6 +123,7 @@ def test_distill_then_attention_offline(server, browser_page):
 
 
 def _walkthrough(server, page):
+    (ARTIFACTS / "failure.png").unlink(missing_ok=True)
     page.goto(server)
     page.get_by_role("heading", name="Distill").wait_for(timeout=60_000)
     page.locator(".st-key-start button").wait_for(timeout=60_000)
@@ -145,7 +156,7 @@ def _walkthrough(server, page):
     frame = page.frame_locator("iframe").first
     frame.locator("svg").first.wait_for(timeout=120_000)
     assert frame.locator("svg line, svg path").count() > 0   # bertviz drew attention lines
-    page.wait_for_timeout(1000)
+    _settle(page)
     page.screenshot(path=str(ARTIFACTS / "03-attention.png"), full_page=True)
     page.get_by_role("tab", name="Model view").click()
     page.frame_locator("iframe").nth(1).locator("svg").first.wait_for(timeout=60_000)
@@ -156,13 +167,13 @@ def _walkthrough(server, page):
     page.get_by_role("heading", name="Nearest tokens").wait_for(timeout=60_000)
     page.get_by_text("Across checkpoints").wait_for(timeout=60_000)
     page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1000)
+    _settle(page)
     page.screenshot(path=str(ARTIFACTS / "05-tokens.png"), full_page=True)
 
     page.goto(f"{server}/runs?run={run_id}")
     page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
-    page.locator(".st-key-run_accuracy").wait_for(timeout=60_000)
-    page.wait_for_timeout(1000)
+    page.locator(".st-key-run_accuracy .main-svg").first.wait_for(timeout=60_000)
+    _settle(page)
     page.screenshot(path=str(ARTIFACTS / "06-runs.png"), full_page=True)
 
     assert not page.locator("[data-testid='stException']").count()

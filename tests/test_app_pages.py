@@ -1,0 +1,240 @@
+"""One AppTest per page of the Streamlit app (streamlit.testing.v1), on the bundled model and the demo task.
+
+The Distill page starts a real tiny run from the UI (module fixture `ui_run`); the other pages
+inspect that run. Widgets are found by key; every script run must end without an exception.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from distill_core import jobs
+from distill_core.runs import RunDir, list_runs
+from distill_core.views.bertviz_html import external_urls
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+TIMEOUT = 180
+TINY = dict(seq_len=16, outer_steps=2, eval_every=1, eval_learners=1, real_batch_size=8, max_length=32, eval_rows=60)
+
+if str(REPO) not in sys.path:   # `streamlit run` puts the app's folder on sys.path; AppTest does not
+    sys.path.insert(0, str(REPO))
+
+
+def app(page: str | None = None, run: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if run:
+        at.query_params["run"] = run
+    if page:
+        at.switch_page(page)
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_idle(timeout: float = 240) -> None:
+    """The job registry is process-wide: let a test's job finish before the next one starts."""
+    job = jobs.REGISTRY.active()
+    if job is not None:
+        assert job.join(timeout), f"job {job.id} still running"
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("app-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_RUNS_DIR", str(path))
+        mp.delenv("DISTILL_DATA_DIR", raising=False)   # default task: the built-in demo set
+        yield path
+    wait_idle()
+
+
+@pytest.fixture(scope="module")
+def ui_run(runs_dir):
+    """Start a tiny run from the Distill page, click Start a second time while it runs, poll until done."""
+    wait_idle()
+    at = ok(app().run())
+    assert at.selectbox(key="task").value == "demo"
+    for key, value in TINY.items():
+        at.number_input(key=key).set_value(value)
+    ok(at.button(key="start").click().run())
+    run_id = at.query_params["run"]
+    assert jobs.REGISTRY.get(run_id) is not None
+    ok(at.button(key="start").click().run())                     # a second Start while the first runs
+    busy = [w.value for w in at.warning]
+    seen_running, deadline = False, time.time() + TIMEOUT
+    while time.time() < deadline:
+        status = at.subheader[0].value if at.subheader else ""
+        seen_running |= "running" in status
+        if status.endswith(("done", "stopped", "error")):
+            break
+        time.sleep(1.0)
+        ok(at.run())
+    return at, run_id, busy, seen_running
+
+
+def test_distill_page_runs_a_tiny_job_from_the_ui(ui_run, runs_dir):
+    at, run_id, busy, seen_running = ui_run
+    assert at.subheader[0].value.endswith("done"), at.subheader[0].value
+    assert seen_running
+    assert any("A run is active" in w and run_id in w for w in busy), busy
+    assert at.metric[0].value == "2 / 2"
+    assert "±" in at.metric[5].value                                  # accuracy mean ± std
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) == 2
+    spec = charts[0].proto.spec
+    assert "majority" in spec and "random-1-shot" in spec and "distilled (accuracy)" in spec
+    run = RunDir(runs_dir / run_id)
+    assert {"step-000000", "step-000001", "step-000002", "best", "last"} <= set(run.list_checkpoints())
+    assert [e["type"] for e in run.metrics()][-1] == "done"
+    # a fresh session (reload, second tab) with the run in the URL re-attaches to it
+    again = ok(app(run=run_id).run())
+    assert again.subheader[0].value == f"Run {run_id}  ·  done"
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seq_len": 1}, "seq_len must be >= 2"),
+    ({"eval_learners": 0}, "eval_learners must be >= 1"),
+    ({"samples_per_class": 1, "inner_steps": 2, "different_data_per_step": True}, "multiple of inner_steps"),
+    ({"lr_embeds": 50.0}, "lr_embeds must be in [0, 10]"),
+])
+def test_distill_page_rejects_bad_settings(runs_dir, settings, message):
+    wait_idle()
+    before = {r.name for r in list_runs(runs_dir)}
+    at = ok(app().run())
+    for key, value in settings.items():
+        (at.checkbox(key=key) if isinstance(value, bool) else at.number_input(key=key)).set_value(value)
+    ok(at.button(key="start").click().run())
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert jobs.REGISTRY.active() is None
+    assert {r.name for r in list_runs(runs_dir)} == before
+
+
+@pytest.mark.parametrize("train, message", [
+    (b"", "is empty"),
+    (b"text,label\nfine film,positive\n", "missing column(s) 'sentence'"),
+    (b"\x00\xff\xfe garbage \x00", "could not read"),
+    (b"sentence,label\nonly one class,positive\nanother,positive\n", "single class"),
+])
+def test_distill_page_reports_bad_uploads(runs_dir, train, message):
+    wait_idle()
+    at = ok(app().run())
+    at.radio(key="data_source").set_value("upload")
+    ok(at.run())
+    at.file_uploader(key="train_upload").upload("train.csv", train, "text/csv")
+    at.file_uploader(key="eval_upload").upload("eval.csv", b"sentence,label\ngood,positive\nbad,negative\n", "text/csv")
+    ok(at.run())
+    ok(at.button(key="start").click().run())
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert jobs.REGISTRY.active() is None
+    assert not any(p.name.startswith("custom-") for p in runs_dir.iterdir())   # nothing half-made left behind
+
+
+def test_attention_page(ui_run):
+    _, run_id, *_ = ui_run
+    at = ok(app("pages/attention.py", run_id).run())
+    assert at.title[0].value == "Attention"
+    assert at.selectbox(key="run").value == run_id
+    assert at.selectbox(key="checkpoint").value == "best"
+    frames = at.get("iframe")
+    assert len(frames) == 2                                          # head view and model view
+    for frame in frames:
+        page = frame.proto.srcdoc
+        assert "cdnjs" not in page and "cdn." not in page and "require.min.js" not in page
+        assert external_urls(page) == [], external_urls(page)[:3]
+        assert "[CLS] label" in page and "window.requirejs" in page and "jQuery" in page
+    assert any("KL" in c.proto.spec for c in at.get("plotly_chart"))
+    at.radio(key="which").set_value("before")
+    at.selectbox(key="sample").set_value(1)
+    at.slider(key="top_positions").set_value(5)
+    ok(at.run())
+    assert "Showing the 5 of 16 positions" in at.get("iframe")[0].proto.srcdoc
+    at.selectbox(key="checkpoint").set_value("step-000000")
+    ok(at.run())
+
+
+def test_tokens_page(ui_run):
+    _, run_id, *_ = ui_run
+    at = ok(app("pages/tokens.py", run_id).run())
+    assert at.title[0].value == "Nearest tokens"
+    assert at.select_slider(key="checkpoint").value == "best"
+    assert len(at.get("html")) == 2                                  # one decoded line per distilled sample
+    table = at.dataframe[0].value
+    assert len(table) == 16 and "#5" in table.columns and "label mass" in table.columns
+    at.select_slider(key="checkpoint").set_value("step-000000")
+    at.slider(key="top_k").set_value(3)
+    at.selectbox(key="sample").set_value(1)
+    ok(at.run())
+    assert "#3" in at.dataframe[0].value.columns and "#4" not in at.dataframe[0].value.columns
+    across = at.dataframe[1].value
+    assert list(across.index) == ["step-000000", "step-000001", "step-000002", "best", "last"]
+
+
+def test_runs_page(ui_run, runs_dir):
+    _, run_id, *_ = ui_run
+    wait_idle()
+    at = ok(app("pages/runs.py", run_id).run())
+    assert at.title[0].value == "Runs"
+    assert run_id in list(at.dataframe[0].value["run"])
+    assert at.selectbox(key="run").value == run_id
+    # evaluate with N learners from the UI, with progress
+    at.number_input(key="eval_learners").set_value(2)
+    ok(at.button(key="evaluate").click().run())
+    deadline = time.time() + TIMEOUT
+    while jobs.REGISTRY.active() is not None and time.time() < deadline:
+        time.sleep(1.0)
+        ok(at.run())
+    ok(at.run())
+    evaluation = RunDir(runs_dir / run_id).results()["evaluation"]
+    assert evaluation["learners"] == 2 and evaluation["checkpoint"] == "best"
+    assert any("2 learners" in s.value for s in at.success)
+    # downloads: the distilled data as safetensors and JSON
+    assert {b.key for b in at.get("download_button")} >= {"dl_safetensors", "dl_json", "acc_html"}
+    # bad and good distilled-data imports
+    at.file_uploader(key="import_upload").upload("notes.safetensors", b"this is not safetensors")
+    ok(at.run())
+    ok(at.button(key="import").click().run())
+    assert any("not a readable safetensors file" in e.value for e in at.error)
+    own = (runs_dir / run_id / "checkpoints" / "best.safetensors").read_bytes()
+    at.file_uploader(key="import_upload").clear().upload("mine.safetensors", own)
+    ok(at.run())
+    ok(at.button(key="import").click().run())
+    assert any("Imported as run" in s.value for s in at.success)
+    assert any(r.config().get("imported_from") == run_id for r in list_runs(runs_dir))
+
+
+def test_runs_page_rejects_a_mismatched_distilled_file(ui_run, runs_dir, tmp_path):
+    from distill_core.distilled import DistilledConfig, DistilledData
+
+    _, run_id, *_ = ui_run
+    other = DistilledData(DistilledConfig(seq_len=4), num_labels=3, hidden_size=12, num_layers=2, num_heads=2)
+    other.save(tmp_path / "other.safetensors")
+    at = ok(app("pages/runs.py", run_id).run())
+    at.file_uploader(key="import_upload").upload("other.safetensors", (tmp_path / "other.safetensors").read_bytes())
+    ok(at.run())
+    ok(at.button(key="import").click().run())
+    errors = [e.value for e in at.error]
+    assert any("made for another model or task" in e and "'other.safetensors'" in e for e in errors), errors
+
+
+def test_inspection_pages_open_on_the_most_recent_run(ui_run, runs_dir):
+    newest = list_runs(runs_dir)[0].name
+    at = ok(app("pages/tokens.py").run())
+    assert at.select_slider(key="checkpoint").value in ("best", "last")
+    assert at.selectbox(key="run").value == newest
+    assert at.query_params["run"] == newest
+
+
+def test_pages_without_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_RUNS_DIR", str(tmp_path / "empty"))
+    for page in ("pages/attention.py", "pages/tokens.py", "pages/runs.py"):
+        at = ok(app(page).run())
+        assert any("No saved runs" in i.value for i in at.info)
