@@ -146,19 +146,15 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _cmd_distill(a) -> int:
-    from tqdm import tqdm
-
-    from .data import DataConfig  # noqa: F401  (import cost paid before the bar)
+def run_config_from_args(a):
+    """The RunConfig that `distill`'s flags describe (also used by the bench scripts)."""
     from .distilled import DistilledConfig
-    from .distiller import DistillConfig, Distiller, RunConfig
-    from .runs import RunDir, default_runs_dir, new_run_name
+    from .distiller import DistillConfig, RunConfig
 
-    _set_threads(a.threads)
     lrs = dict(lr_embeds=a.lr_embeds, lr_labels=a.lr_labels, lr_attention=a.lr_attention, lr_inner_lr=a.lr_inner_lr)
     if a.lr is not None:
         lrs = {k: a.lr for k in lrs}
-    cfg = RunConfig(
+    return RunConfig(
         data=_data_config(a), model=_model_config(a),
         distilled=DistilledConfig(seq_len=a.seq_len, samples_per_class=a.samples_per_class,
                                   inner_steps=a.inner_steps, different_data_per_step=a.different_data_per_step,
@@ -170,6 +166,16 @@ def _cmd_distill(a) -> int:
                               eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,
                               baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
                               inner_memory=a.inner_memory, **lrs))
+
+
+def _cmd_distill(a) -> int:
+    from tqdm import tqdm
+
+    from .distiller import Distiller, RunConfig
+    from .runs import RunDir, default_runs_dir, new_run_name
+
+    _set_threads(a.threads)
+    cfg = run_config_from_args(a)
     if a.resume and not a.out:
         raise UserError("--resume needs --out naming the run directory")
     if a.resume:

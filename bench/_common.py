@@ -1,0 +1,48 @@
+"""Shared helpers of the benchmark scripts: engine flags, peak memory, one JSON line."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from distill_core.cli import build_parser, run_config_from_args  # noqa: E402
+
+
+def parse_engine_flags(argv: list[str], extra) -> tuple:
+    """Parse `distill`'s flags plus the bench's own (added by `extra(parser)`)."""
+    import argparse
+
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--json", action="store_true", help="print only the JSON line")
+    extra(own)
+    mine, rest = own.parse_known_args(argv)
+    engine = build_parser().parse_args(["distill", *rest])
+    return mine, engine, run_config_from_args(engine)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu}
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record, default=str), flush=True)

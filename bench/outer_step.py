@@ -1,0 +1,72 @@
+"""Seconds per outer step and peak memory, with the engine's flags; last line is one JSON object.
+
+  python bench/outer_step.py --task sst2 --data-dir ../shared/data --seq-len 128 --inner-steps 1 \
+      --samples-per-class 1 --real-batch 32 --outer-steps 15 --json [--impl engine|reference]
+
+--impl reference times the plain unrolled implementation (bench/reference_step.py) on the
+same data, batches and heads, so before/after numbers come from one machine and one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from _common import emit, machine, parse_engine_flags, peak_rss_mb
+
+
+def main(argv: list[str]) -> None:
+    def extra(p):
+        p.add_argument("--impl", choices=["engine", "reference"], default="engine")
+        p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+
+    mine, args, cfg = parse_engine_flags(argv, extra)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    import torch
+
+    from distill_core.distiller import Distiller
+
+    cfg.distill.eval_at_start = False
+    cfg.distill.baselines = False
+    rss_loaded = None
+    d = Distiller(cfg)
+    rss_loaded = peak_rss_mb()
+    times = []
+    losses = []
+    for i in range(mine.warmup + cfg.distill.outer_steps):
+        t0 = time.perf_counter()
+        if mine.impl == "engine":
+            rec = d.train_step()
+            losses.append(rec["real_loss"])
+        else:
+            from reference_step import reference_hypergradient
+
+            idx = d.batcher.next_indices()
+            loss, grads = reference_hypergradient(d.prep.learner, d.distilled, d.prep.train, idx, d.head_generator)
+            for name, t in d.distilled.learnable().items():
+                t.grad = grads[name]
+            torch.nn.utils.clip_grad_norm_(list(d.distilled.learnable().values()), cfg.distill.grad_clip)
+            d.optimizer.step()
+            d.optimizer.zero_grad(set_to_none=True)
+            d.scheduler.step()
+            losses.append(loss)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if i >= mine.warmup:
+            times.append(time.perf_counter() - t0)
+        if not mine.json:
+            print(f"step {i + 1}: {time.perf_counter() - t0:.3f}s loss {losses[-1]:.4f}", file=sys.stderr)
+    record = {"bench": "outer_step", "impl": mine.impl, "median_s": statistics.median(times),
+              "mean_s": statistics.fmean(times), "min_s": min(times), "steps_timed": len(times),
+              "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_load_mb": round(rss_loaded, 1),
+              "final_real_loss": losses[-1], "machine": machine(), "config": cfg.to_dict()}
+    if torch.cuda.is_available():
+        record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    emit(record)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
