@@ -1,0 +1,72 @@
+"""Evaluation speed: N fresh learners fine-tuned on distilled data and scored on the eval split.
+
+  python bench/evaluation.py --task sst2 --data-dir ../shared/data --seq-len 64 --learners 100 --json
+
+Compares, in one run on one machine: the engine's evaluator (packed real batches, fused
+attention) against a plain one-by-one loop (padded batches of 32 in dataset order, eager
+attention, as a Trainer-style evaluation would do). The distilled data is freshly
+initialised (real init), which does not change the cost. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from _common import emit, machine, parse_engine_flags, peak_rss_mb
+
+
+def main(argv: list[str]) -> None:
+    def extra(p):
+        p.add_argument("--learners", type=int, default=100)
+        p.add_argument("--plain-learners", type=int, default=5, help="learners timed with the plain loop")
+
+    mine, args, cfg = parse_engine_flags(argv, extra)
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from distill_core.data import collate
+    from distill_core.distiller import Distiller
+    from distill_core.evaluation import EvalConfig, compute_metrics, evaluate_distilled
+    from distill_core.inner import fine_tune
+
+    cfg.distill.eval_at_start = False
+    cfg.distill.baselines = False
+    d = Distiller(cfg)
+    learner, enc, metrics = d.prep.learner, d.prep.eval, d.prep.task.spec.metrics
+
+    t0 = time.perf_counter()
+    engine = evaluate_distilled(learner, d.distilled, enc, metrics, EvalConfig(learners=mine.learners))
+    engine_s = time.perf_counter() - t0
+
+    labels = enc.labels.numpy()
+    plain_rows = []
+    t0 = time.perf_counter()
+    for i in range(mine.plain_learners):
+        theta = fine_tune(learner, learner.fresh_params(torch.Generator().manual_seed(1234 + i)), d.distilled)
+        preds = np.empty(len(enc), dtype=np.int64)
+        with torch.no_grad():
+            for s in range(0, len(enc), 32):
+                idx = list(range(s, min(s + 32, len(enc))))
+                b = collate(enc, idx)
+                out = learner.forward(theta, input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                      token_type_ids=b.token_type_ids, eager=True)
+                preds[idx] = out.logits.argmax(-1).numpy()
+        plain_rows.append(compute_metrics(preds, labels, metrics))
+    plain_per_learner = (time.perf_counter() - t0) / mine.plain_learners
+    same = all(abs(plain_rows[i]["accuracy"] - engine["per_learner"][i]["accuracy"]) < 1e-9
+               for i in range(min(mine.plain_learners, mine.learners)))
+    emit({"bench": "evaluation", "learners": mine.learners, "eval_rows": len(enc),
+          "engine_seconds": round(engine_s, 2), "engine_per_learner_s": round(engine_s / mine.learners, 3),
+          "plain_per_learner_s": round(plain_per_learner, 3),
+          "plain_projected_seconds": round(plain_per_learner * mine.learners, 1),
+          "speedup": round(plain_per_learner * mine.learners / engine_s, 2),
+          "same_predictions_as_plain": same, "median_s": round(engine_s / mine.learners, 3),
+          "metrics": engine["metrics"], "peak_rss_mb": round(peak_rss_mb(), 1), "machine": machine(),
+          "config": cfg.to_dict()})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""Time to accuracy: distil under a wall-clock budget, then score with N learners on the whole eval split.
+
+  python bench/time_to_accuracy.py --task sst2 --data-dir ../shared/data --seq-len 64 \
+      --budget-minutes 10 --final-learners 20 --json [any distill flag]
+
+Periodic evaluations (--eval-every/--eval-learners/--eval-rows) are monitoring: their time is
+reported separately and not counted in the training budget. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from _common import emit, machine, parse_engine_flags, peak_rss_mb
+
+
+def main(argv: list[str]) -> None:
+    def extra(p):
+        p.add_argument("--budget-minutes", type=float, default=10.0, help="training wall-clock budget")
+        p.add_argument("--final-learners", type=int, default=20)
+
+    mine, args, cfg = parse_engine_flags(argv, extra)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from distill_core.data import encode_split, load_task_data
+    from distill_core.distiller import Distiller
+    from distill_core.evaluation import EvalConfig, evaluate_distilled
+
+    cfg.distill.baselines = False
+    d = Distiller(cfg)
+    curve, step_seconds = [], []
+    eval_seconds = 0.0
+    train_seconds = 0.0
+
+    def on_event(e: dict) -> None:
+        nonlocal eval_seconds
+        if e["type"] == "eval":
+            eval_seconds += e["seconds"]
+            m = e["metrics"][d.prep.task.spec.primary_metric]
+            curve.append({"step": e["step"], "train_seconds": round(train_seconds, 1), "mean": m["mean"], "std": m["std"],
+                          "n": m["n"]})
+            if not mine.json:
+                print(f"step {e['step']} at {train_seconds:.0f}s of training: {m['mean']:.1f} ± {m['std']:.1f}",
+                      file=sys.stderr)
+        elif e["type"] == "step":
+            step_seconds.append(e["seconds"])
+
+    d.add_callback(on_event)
+    budget = mine.budget_minutes * 60
+    if cfg.distill.eval_at_start:
+        d._eval_and_checkpoint()
+    while d.step < cfg.distill.outer_steps and train_seconds < budget:
+        t0 = time.perf_counter()
+        rec = d.train_step()
+        train_seconds += time.perf_counter() - t0
+        d.emit(rec)
+        if cfg.distill.eval_every and d.step % cfg.distill.eval_every == 0:
+            d._eval_and_checkpoint()
+    # the final score: all evaluation rows, more learners, fresh heads
+    full_cfg = type(cfg.data)(**{**cfg.data.__dict__, "eval_rows": None})
+    full_eval = encode_split(load_task_data(full_cfg).eval, d.prep.learner.tokenizer, cfg.data.max_length)
+    t0 = time.perf_counter()
+    final = evaluate_distilled(d.prep.learner, d.distilled, full_eval, d.prep.task.spec.metrics,
+                               EvalConfig(learners=mine.final_learners, seed=10_000))
+    import statistics
+
+    emit({"bench": "time_to_accuracy", "accuracy": final["metrics"].get("accuracy"), "metrics": final["metrics"],
+          "eval_rows": len(full_eval), "outer_steps_done": d.step, "train_seconds": round(train_seconds, 1),
+          "monitor_eval_seconds": round(eval_seconds, 1), "final_eval_seconds": round(time.perf_counter() - t0, 1),
+          "median_s": statistics.median(step_seconds) if step_seconds else None,
+          "inner_lrs": d.distilled.inner_lrs().tolist(), "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
+          "machine": machine(), "config": cfg.to_dict()})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
