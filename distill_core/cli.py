@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last", help="last, best or step-NNNNNN")
     p.add_argument("--seed", type=int, default=1234, help="head seeds seed..seed+N-1")
     p.add_argument("--data-dir", help="override the run's data directory")
+    p.add_argument("--eval-rows", type=int,
+                   help="score on this many random evaluation rows (default: the whole evaluation split, "
+                        "whatever cap the run used for its periodic validation)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
 
@@ -219,7 +222,7 @@ def _cmd_distill(a) -> int:
     return 1 if summary["status"] == "error" else 0
 
 
-def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: str):
+def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: str, eval_rows: int | None = None):
     """A run's config, prepared data/learner and the chosen distilled checkpoint."""
     from .distilled import DistilledData
     from .distiller import RunConfig, prepare
@@ -229,6 +232,7 @@ def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: 
     cfg = RunConfig.from_dict(run.config())
     if data_dir:
         cfg.data.data_dir = data_dir
+    cfg.data.eval_rows = eval_rows
     cfg.model.device = device
     path = run.checkpoint(checkpoint)
     if not path.exists():
@@ -246,7 +250,7 @@ def _cmd_evaluate(a) -> int:
     from .evaluation import EvalConfig, evaluate_distilled
 
     _set_threads(a.threads)
-    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device)
+    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device, a.eval_rows)
     bar = tqdm(total=a.learners, desc="evaluate", unit="learner", file=sys.stderr, dynamic_ncols=True)
     result = evaluate_distilled(prep.learner, distilled, prep.eval, prep.task.spec.metrics,
                                 EvalConfig(learners=a.learners, seed=a.seed),

@@ -48,7 +48,7 @@ def test_documented_forms_end_to_end(tmp_path, shared_data):
     assert set(metrics) == {"accuracy"} and metrics["accuracy"]["n"] == 3
     assert 0 <= metrics["accuracy"]["mean"] <= 100 and metrics["accuracy"]["std"] >= 0
     results = json.loads((out / "results.json").read_text())
-    assert results["evaluation"]["metrics"] == metrics and results["evaluation"]["eval_rows"] == 40
+    assert results["evaluation"]["metrics"] == metrics and results["evaluation"]["eval_rows"] == 872  # the whole split
 
     r = run_cli("inspect", str(out), "--top-k", "5")
     assert r.returncode == 0, r.stderr
