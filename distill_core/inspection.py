@@ -14,7 +14,7 @@ from .learner import Learner, Params
 from .losses import kl_to_attention
 
 __all__ = ["nearest_tokens", "decoded_lines", "label_attention", "model_cls_attention", "SampleAttention",
-           "inspect_sample", "position_mass", "inspect_summary"]
+           "inspect_sample", "fine_tuned_pair", "position_mass", "inspect_summary"]
 
 
 @torch.no_grad()
@@ -73,10 +73,13 @@ def _kl(label: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return kl_to_attention(log_label, torch.as_tensor(actual, dtype=torch.float64)).numpy()
 
 
-def inspect_sample(learner: Learner, distilled: DistilledData, sample: int, head_seed: int = 0) -> SampleAttention:
-    """Label vs actual [CLS] attention of one sample, before and after the inner-loop fine-tuning."""
-    theta0 = learner.fresh_params(torch.Generator().manual_seed(head_seed))
-    theta_t = fine_tune(learner, theta0, distilled)
+def inspect_sample(learner: Learner, distilled: DistilledData, sample: int, head_seed: int = 0,
+                   thetas: tuple[Params, Params] | None = None) -> SampleAttention:
+    """Label vs actual [CLS] attention of one sample, before and after the inner-loop fine-tuning.
+
+    `thetas` = (theta_0, theta_T) lets callers fine-tune once for many samples.
+    """
+    theta0, theta_t = thetas if thetas is not None else fine_tuned_pair(learner, distilled, head_seed)
     embeds = distilled.embeds[sample]
     before = model_cls_attention(learner, theta0, embeds)
     after = model_cls_attention(learner, theta_t, embeds)
@@ -86,6 +89,12 @@ def inspect_sample(learner: Learner, distilled: DistilledData, sample: int, head
     return SampleAttention(sample, label, before, after,
                            None if label is None else _kl(label, before),
                            None if label is None else _kl(label, after), tokens)
+
+
+def fine_tuned_pair(learner: Learner, distilled: DistilledData, head_seed: int = 0) -> tuple[Params, Params]:
+    """(theta_0, theta_T): a fresh learner and the same learner after the inner loop."""
+    theta0 = learner.fresh_params(torch.Generator().manual_seed(head_seed))
+    return theta0, fine_tune(learner, theta0, distilled)
 
 
 def position_mass(distilled: DistilledData) -> np.ndarray | None:
@@ -101,6 +110,7 @@ def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) 
     samples = []
     classes = distilled.row_classes().tolist()
     targets = distilled.label_targets().detach().float().cpu().numpy()
+    thetas = fine_tuned_pair(learner, distilled) if distilled.attention_logits is not None else None
     for r in range(distilled.num_samples):
         entry = {"sample": r, "class": distilled.label_names[classes[r]],
                  "label_target": [round(float(x), 4) for x in targets[r]],
@@ -110,7 +120,7 @@ def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) 
             top = np.argsort(-mass[r])[:5]
             entry["top_attended_positions"] = [{"position": int(i), "mass": round(float(mass[r][i]), 4),
                                                 "token": near[r][i][0][0]} for i in top]
-        att = inspect_sample(learner, distilled, r) if distilled.attention_logits is not None else None
+        att = inspect_sample(learner, distilled, r, thetas=thetas) if thetas is not None else None
         if att is not None:
             entry["kl_before_mean"] = float(att.kl_before.mean())
             entry["kl_after_mean"] = float(att.kl_after.mean())
