@@ -85,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outer loop")
     g.add_argument("--outer-steps", type=int, default=oc.outer_steps)
     g.add_argument("--optimizer", choices=["adam", "adamw"], default=oc.optimizer)
-    g.add_argument("--lr", type=float, help="one outer learning rate for every part (overrides the four below)")
-    g.add_argument("--lr-embeds", type=float, default=oc.lr_embeds)
-    g.add_argument("--lr-labels", type=float, default=oc.lr_labels)
-    g.add_argument("--lr-attention", type=float, default=oc.lr_attention)
-    g.add_argument("--lr-inner-lr", type=float, default=oc.lr_inner_lr, help="outer lr of the learned inner lr")
+    g.add_argument("--lr", type=float,
+                   help="outer learning rate of every part that has no --lr-<part> of its own")
+    g.add_argument("--lr-embeds", type=float, help=f"outer lr of the embeddings (default {oc.lr_embeds})")
+    g.add_argument("--lr-labels", type=float, help=f"outer lr of the labels (default {oc.lr_labels})")
+    g.add_argument("--lr-attention", type=float, help=f"outer lr of the attention labels (default {oc.lr_attention})")
+    g.add_argument("--lr-inner-lr", type=float,
+                   help=f"outer lr of the learned inner lr (softplus-parametrised; default {oc.lr_inner_lr})")
     g.add_argument("--weight-decay", type=float, default=oc.weight_decay)
     g.add_argument("--warmup-ratio", type=float, default=oc.warmup_ratio)
     g.add_argument("--grad-clip", type=float, default=oc.grad_clip, help="0 disables")
@@ -154,9 +156,11 @@ def run_config_from_args(a):
     from .distilled import DistilledConfig
     from .distiller import DistillConfig, RunConfig
 
-    lrs = dict(lr_embeds=a.lr_embeds, lr_labels=a.lr_labels, lr_attention=a.lr_attention, lr_inner_lr=a.lr_inner_lr)
-    if a.lr is not None:
-        lrs = {k: a.lr for k in lrs}
+    defaults = DistillConfig()
+    lrs = {}
+    for part in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr"):  # own flag, then --lr, then default
+        own = getattr(a, part)
+        lrs[part] = own if own is not None else a.lr if a.lr is not None else getattr(defaults, part)
     return RunConfig(
         data=_data_config(a), model=_model_config(a),
         distilled=DistilledConfig(seq_len=a.seq_len, samples_per_class=a.samples_per_class,
