@@ -175,3 +175,13 @@ def test_help_documents_every_setting():
                  "--train-file", "--text-column", "--label-column", "--model", "--device", "--max-minutes"):
         assert flag in r.stdout, flag
     assert torch.__version__
+
+
+def test_lr_flags_combine():
+    from distill_core.cli import build_parser, run_config_from_args
+
+    cfg = run_config_from_args(build_parser().parse_args(
+        ["distill", "--task", "demo", "--lr", "0.03", "--lr-inner-lr", "0.1"]))
+    assert (cfg.distill.lr_embeds, cfg.distill.lr_attention, cfg.distill.lr_inner_lr) == (0.03, 0.03, 0.1)
+    default = run_config_from_args(build_parser().parse_args(["distill", "--task", "demo"]))
+    assert default.distill.lr_embeds == type(default.distill)().lr_embeds
