@@ -64,7 +64,8 @@ class Job:
         self._work = work
         self._snap = JobSnapshot(job_id, kind, "starting", str(run_dir), message="loading model and data",
                                  total=total, started=time.time())
-        self._first_step_began: float | None = None
+        self._first_step_began: float | None = None   # wall time when the first step of this session began
+        self._first_step = 0
         self._on_stop: Callable[[], None] | None = None
         self.thread = threading.Thread(target=self._main, name=f"job-{job_id}", daemon=True)
 
@@ -272,8 +273,12 @@ def start_distill(config, registry: JobRegistry = REGISTRY, runs_root: Path | No
 
 
 def start_evaluate(run: RunDir, checkpoint: str, learners: int, registry: JobRegistry = REGISTRY,
-                   seed: int = 1234, data_dir: str | None = None) -> Job:
-    """Fine-tune `learners` fresh learners on a run's checkpoint; writes results.json like the CLI."""
+                   seed: int = 1234, data_dir: str | None = None, eval_rows: int | None = None) -> Job:
+    """Fine-tune `learners` fresh learners on a run's checkpoint; writes results.json like the CLI.
+
+    The whole evaluation split is scored (eval_rows=None), whatever cap the run used for its
+    periodic validation.
+    """
     from .data import encode_split, load_task_data
     from .distilled import DistilledData
     from .distiller import RunConfig
@@ -282,6 +287,8 @@ def start_evaluate(run: RunDir, checkpoint: str, learners: int, registry: JobReg
 
     run.require()
     cfg = RunConfig.from_dict(run.config())
+    cfg.model.device = "auto"          # a run made on a GPU server can be evaluated on a laptop, and back
+    cfg.data.eval_rows = eval_rows
     if data_dir:
         cfg.data.data_dir = data_dir
     path = run.checkpoint(checkpoint)

@@ -6,6 +6,7 @@ inspect that run. Widgets are found by key; every script run must end without an
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,45 @@ def test_distill_page_runs_a_tiny_job_from_the_ui(ui_run, runs_dir):
     assert again.subheader[0].value == f"Run {run_id}  ·  done"
 
 
+def poll(at: AppTest, done, timeout: float = TIMEOUT) -> AppTest:
+    deadline = time.time() + timeout
+    while not done(at) and time.time() < deadline:
+        time.sleep(0.5)
+        ok(at.run())
+    assert done(at), [s.value for s in at.subheader]
+    return at
+
+
+def test_distill_page_stop_keeps_the_run(runs_dir):
+    wait_idle()
+    at = ok(app().run())
+    settings = dict(TINY, seq_len=8, real_batch_size=4, max_length=16, outer_steps=500, eval_every=0)
+    for key, value in settings.items():
+        at.number_input(key=key).set_value(value)
+    at.checkbox(key="eval_at_start").set_value(False)
+    at.checkbox(key="baselines").set_value(False)
+    ok(at.button(key="start").click().run())
+    run_id = at.query_params["run"]
+    poll(at, lambda a: a.metric and not a.metric[0].value.startswith("0 /"))   # a step has been made
+    ok(at.button(key="stop").click().run())
+    poll(at, lambda a: a.subheader[0].value.endswith("stopped"))
+    run = RunDir(runs_dir / run_id)
+    assert run.metrics()[-1]["type"] == "stopped" and "last" in run.list_checkpoints()
+    assert 1 <= run.state()["step"] < 500
+    assert any(link.proto.label == "Open in Attention" for link in at.get("page_link"))
+
+
+def test_distill_page_shows_a_data_error_from_the_worker(runs_dir, tmp_path):
+    wait_idle()
+    at = ok(app().run())
+    at.selectbox(key="task").set_value("mrpc")
+    at.text_input(key="data_dir").set_value(str(tmp_path))            # no mrpc files there
+    ok(at.button(key="start").click().run())
+    poll(at, lambda a: a.subheader and a.subheader[0].value.endswith("error"), timeout=60)
+    assert any("task 'mrpc' has no train split" in e.value for e in at.error), [e.value for e in at.error]
+    assert jobs.REGISTRY.active() is None
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"seq_len": 1}, "seq_len must be >= 2"),
     ({"eval_learners": 0}, "eval_learners must be >= 1"),
@@ -186,7 +226,7 @@ def test_runs_page(ui_run, runs_dir):
     assert run_id in list(at.dataframe[0].value["run"])
     assert at.selectbox(key="run").value == run_id
     # evaluate with N learners from the UI, with progress
-    at.number_input(key="eval_learners").set_value(2)
+    at.number_input(key="eval_n").set_value(2)
     ok(at.button(key="evaluate").click().run())
     deadline = time.time() + TIMEOUT
     while jobs.REGISTRY.active() is not None and time.time() < deadline:
@@ -238,3 +278,12 @@ def test_pages_without_runs(tmp_path, monkeypatch):
     for page in ("pages/attention.py", "pages/tokens.py", "pages/runs.py"):
         at = ok(app(page).run())
         assert any("No saved runs" in i.value for i in at.info)
+
+
+def test_the_cli_reads_a_run_made_in_the_app(ui_run, runs_dir, capsys):
+    from distill_core.cli import main
+
+    _, run_id, *_ = ui_run
+    assert main(["inspect", str(runs_dir / run_id), "--json", "--checkpoint", "best", "--top-k", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["samples"]) == 2 and len(summary["samples"][0]["nearest"]) == TINY["seq_len"]

@@ -91,7 +91,8 @@ def test_a_real_distill_job_writes_the_engine_run_format_and_stops_cleanly(tmp_p
     reg = jobs.JobRegistry()
     cfg = form.config_from_values(dict(task="demo", seq_len=8, outer_steps=200, eval_at_start=False,
                                        baselines=False, eval_every=0, real_batch_size=4, max_length=16))
-    uploads = {"train": ("train.csv", b"sentence,label\nlovely,positive\nawful,negative\ngreat,positive\nbad,negative\n"),
+    train = b"sentence,label\nlovely,positive\nawful,negative\ngreat,positive\nbad,negative\n"
+    uploads = {"train": ("train.csv", train),
                "eval": ("eval.csv", b"sentence,label\nnice,positive\npoor,negative\n")}
     cfg.data.text_columns, cfg.data.label_column = ["sentence"], "label"
     job = jobs.start_distill(cfg, reg, runs_root=tmp_path, uploads=uploads)

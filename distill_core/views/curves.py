@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 __all__ = ["eval_points", "baselines", "accuracy_figure", "training_figure", "compare_figure", "primary_metric",
            "live_numbers"]
 
+_GREYS = ("#222222", "#666666", "#999999")
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -64,6 +65,7 @@ def accuracy_figure(events: list[dict], metric: str | None = None, total_steps: 
                                  name=f"{name} {m:.1f}" + (f" ± {s:.1f}" if s else ""),
                                  hovertemplate=f"{name}: {m:.2f} ± {s:.2f}<extra></extra>"))
     if not steps:
+        fig.update_yaxes(range=[0, 100])
         fig.add_annotation(text="waiting for the first evaluation…", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper", font={"size": 14, "color": "#888"})
     fig.update_layout(title=title or f"{metric} vs outer step" + (" (demo data)" if demo else ""),
@@ -84,7 +86,8 @@ def training_figure(events: list[dict], label_names: list[str] | None = None, ma
     T = len(steps[-1]["inner_lrs"]) if steps else 0
     for t in range(T):
         fig.add_trace(go.Scatter(x=x, y=[e["inner_lrs"][t] for e in steps], mode="lines", name=f"lr step {t + 1}",
-                                 line={"color": _COLORS[(t + 1) % len(_COLORS)]}), row=1, col=2)
+                                 line={"color": _GREYS[t % len(_GREYS)], "dash": ("solid", "dash", "dot")[t % 3]}),
+                      row=1, col=2)
     if steps and steps[-1].get("labels"):
         N, C = len(steps[-1]["labels"]), len(steps[-1]["labels"][0])
         names = label_names or [str(c) for c in range(C)]

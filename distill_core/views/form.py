@@ -45,7 +45,8 @@ def default_task() -> str:
 SECTIONS = ("Data", "Model", "Distilled data", "Outer loop and evaluation")
 
 FIELDS: tuple[Field, ...] = (
-    Field("max_length", "Max tokens per real example", "Data", "int", 128, "real examples are truncated to this", min=8),
+    Field("max_length", "Max tokens per real example", "Data", "int", 128, "real examples are truncated to this",
+          min=8),
     Field("real_batch_size", "Real batch size", "Data", "int", 32, "real examples per outer step (paper: 32)", min=1),
     Field("train_rows", "Train rows (0 = all)", "Data", "int", 0, "use only this many random train rows", min=0),
     Field("eval_rows", "Evaluation rows (0 = all)", "Data", "int", DEFAULT_EVAL_ROWS,
@@ -86,6 +87,9 @@ FIELDS: tuple[Field, ...] = (
           "fresh heads fine-tuned on the distilled data; mean +- std (paper: 100, at the end)"),
     Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool", True),
     Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool", True),
+    Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice", "auto",
+          "store every inner step, or recompute (memory flat in T); auto recomputes for T > 5",
+          options=("auto", "store", "recompute")),
     Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", 0.0, min=0.0),
     Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
 )
@@ -145,7 +149,8 @@ def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfi
 
 def _cast(key: str, value: Any) -> Any:
     kind = _BY_KEY[key].kind
-    return int(value) if kind == "int" else float(value) if kind == "float" else bool(value) if kind == "bool" else value
+    cast = {"int": int, "float": float, "bool": bool}.get(kind)
+    return value if cast is None else cast(value)
 
 
 def values_from_config(config: dict) -> dict[str, Any]:

@@ -137,7 +137,8 @@ def _walkthrough(server, page):
     page.locator(".st-key-start button").click()
 
     chart = page.locator(".st-key-accuracy_chart")
-    chart.wait_for(timeout=60_000)
+    chart.locator(".main-svg").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "01-distill-started.png"), full_page=True)
     # The curve appears once the first evaluation lands, then gains points as the run goes on.
     chart.locator("g.scatterlayer .trace").first.wait_for(timeout=120_000)
@@ -177,4 +178,5 @@ def _walkthrough(server, page):
     page.screenshot(path=str(ARTIFACTS / "06-runs.png"), full_page=True)
 
     assert not page.locator("[data-testid='stException']").count()
-    assert not [u for u in page.aborted if re.search(r"cdn|d3|jquery|require", u)], page.aborted
+    (ARTIFACTS / "aborted-requests.txt").write_text("".join(u + "\n" for u in page.aborted))
+    assert page.aborted == []      # the whole app, bertviz included, asked for nothing off this machine

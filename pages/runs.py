@@ -1,0 +1,74 @@
+"""Runs: saved runs (app and CLI alike); load, compare, evaluate with N learners, download and export."""
+
+import streamlit as st
+
+from distill_core import jobs
+from distill_core.runs import default_runs_dir, list_runs
+from distill_core.views import curves, runs as views
+from pages._shared import (PAGES, busy_notice, check_distilled_upload, evaluation_panel, export_buttons, job_registry,
+                           label_names, load_checkpoint, pick_checkpoint, pick_run, show_error)
+
+st.title("Runs")
+st.caption(f"Every run in `{default_runs_dir()}`, newest first; runs started from the command line appear here too.")
+reg, all_runs = job_registry(), list_runs(default_runs_dir())
+if all_runs:
+    st.dataframe(views.runs_table(all_runs), hide_index=True, key="runs_table")
+run = pick_run("Load run")
+if run is None:
+    st.stop()
+events, cfg = run.metrics(), run.config()
+for name, label in (("attention", "Attention"), ("tokens", "Nearest tokens"), ("distill", "Live view")):
+    st.page_link(PAGES[name], label=f"{label} for {run.name}", query_params={"run": run.name})
+tab_curves, tab_compare, tab_eval, tab_files = st.tabs(["Curves", "Compare", "Evaluate", "Download / import"])
+
+with tab_curves:
+    acc = curves.accuracy_figure(events, title=f"{run.name}", demo=bool(cfg.get("demo")))
+    st.plotly_chart(acc, key="run_accuracy")
+    export_buttons(acc, f"{run.name}-accuracy", "acc")
+    train = curves.training_figure(events, label_names(cfg))
+    st.plotly_chart(train, key="run_training")
+    export_buttons(train, f"{run.name}-training", "train")
+    with st.expander("Settings (config.json)"):
+        st.json(cfg, expanded=False)
+
+with tab_compare:
+    names = [r.name for r in all_runs]
+    chosen = st.multiselect("Runs to compare", names, default=names[:2], key="compare")
+    picked = [r for r in all_runs if r.name in chosen]
+    if picked:
+        st.dataframe(views.runs_table(picked), hide_index=True, key="compare_scores")
+        st.caption("Settings that differ:")
+        st.dataframe(views.settings_frame(picked), key="settings_diff")
+        cmp = curves.compare_figure({r.name: r.metrics() for r in picked})
+        st.plotly_chart(cmp, key="compare_chart")
+        export_buttons(cmp, "compare", "cmp")
+
+with tab_eval:
+    ckpt = pick_checkpoint(run, key="eval_checkpoint")
+    n = st.number_input("Learners", min_value=1, max_value=1000, value=20, step=1, key="eval_n",
+                        help="fresh heads fine-tuned on the distilled data, each scored on the whole evaluation split")
+    if ckpt and st.button("Evaluate", key="evaluate"):
+        try:
+            jobs.start_evaluate(run, ckpt, int(n), reg)
+        except jobs.JobBusy as busy:
+            busy_notice(st, busy.job)
+        except Exception as exc:
+            show_error(exc)
+    evaluation_panel(run, reg)
+
+with tab_files:
+    ckpt = pick_checkpoint(run, key="file_checkpoint")
+    if ckpt:
+        path = run.checkpoint(ckpt)
+        st.download_button("Distilled data (.safetensors)", path.read_bytes(),
+                           file_name=f"{run.name}-{ckpt}.safetensors",
+                           key="dl_safetensors", on_click="ignore")
+        st.download_button("Distilled data (.json)", lambda: views.distilled_json(load_checkpoint(run, ckpt)[1]),
+                           file_name=f"{run.name}-{ckpt}.json", mime="application/json", key="dl_json",
+                           on_click="ignore")
+    up = st.file_uploader(f"Import a distilled-data file made for {run.name}'s model and task", key="import_upload")
+    if up is not None and st.button("Import as a new run", key="import"):
+        try:
+            st.success(f"Imported as run {check_distilled_upload(run, up.name, up.getvalue()).name}.")
+        except Exception as exc:
+            show_error(exc)
