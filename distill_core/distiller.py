@@ -20,7 +20,8 @@ import torch
 from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split, load_task_data
 from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
-from .evaluation import EvalConfig, evaluate_distilled, majority_baseline, random_kshot_baseline
+from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
+                         random_kshot_baseline)
 from .inner import hypergradient
 from .learner import Learner, ModelConfig, learner_from_config
 from .runs import RunDir, write_json
@@ -226,11 +227,16 @@ class Distiller:
     def evaluate(self, learners: int | None = None) -> dict:
         cfg = EvalConfig(learners=learners or self.config.distill.eval_learners)
         return evaluate_distilled(self.prep.learner, self.distilled, self.prep.eval,
-                                  self.prep.task.spec.metrics, cfg, should_stop=None)
+                                  self.prep.task.spec.metrics, cfg, should_stop=self.stop_event.is_set)
 
     def _eval_and_checkpoint(self) -> None:
         t0 = time.perf_counter()
-        result = self.evaluate()
+        try:
+            result = self.evaluate()
+        except EvaluationStopped:  # a stop request: keep the work, skip the point
+            if self.run is not None and self.step > 0:
+                self._save_last()
+            return
         metric = self.prep.task.spec.primary_metric
         score = result["metrics"][metric]["mean"]
         improved = self.best is None or score > self.best["score"]
@@ -307,9 +313,13 @@ class Distiller:
         self.emit({"type": "baseline", "name": "majority", "metrics": maj["metrics"]})
         c = self.config.distilled
         k = c.samples_per_class
-        kshot = random_kshot_baseline(p.learner, p.train, p.eval, spec.metrics, k, c.inner_steps, c.inner_lr_init,
-                                      c.different_data_per_step,
-                                      EvalConfig(learners=self.config.distill.eval_learners))
+        try:
+            kshot = random_kshot_baseline(p.learner, p.train, p.eval, spec.metrics, k, c.inner_steps,
+                                          c.inner_lr_init, c.different_data_per_step,
+                                          EvalConfig(learners=self.config.distill.eval_learners),
+                                          should_stop=self.stop_event.is_set)
+        except EvaluationStopped:
+            return
         self.emit({"type": "baseline", "name": f"random-{k}-shot", "metrics": kshot["metrics"], "lr": c.inner_lr_init})
         if self.run is not None:
             self.run.update_results(baselines={"majority": maj["metrics"], f"random-{k}-shot": kshot["metrics"]})
@@ -354,7 +364,9 @@ class Distiller:
         self.emit({"type": "start", "step": self.step, "outer_steps": c.outer_steps,
                    "task": self.prep.task.spec.name, "demo": self.prep.task.is_demo,
                    "source": self.prep.task.source, "train_rows": len(self.prep.train),
-                   "eval_rows": len(self.prep.eval), "device": str(self.prep.learner.device)})
+                   "eval_rows": len(self.prep.eval), "device": str(self.prep.learner.device),
+                   "eval_learners": c.eval_learners, "label_names": list(self.prep.task.spec.label_names),
+                   "primary_metric": self.prep.task.spec.primary_metric})
         status = "done"
         try:
             if self.step == 0 and c.eval_at_start:

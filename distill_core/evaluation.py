@@ -16,10 +16,14 @@ from .errors import UserError
 from .inner import fine_tune, real_loss_and_grad
 from .learner import Learner, Params
 
-__all__ = ["EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "majority_baseline",
+__all__ = ["EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "majority_baseline",
            "random_kshot_baseline", "full_finetune_baseline", "Progress"]
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+class EvaluationStopped(RuntimeError):
+    """Raised when a stop was requested before all learners were scored (a partial mean would mislead)."""
 
 
 @dataclass
@@ -89,14 +93,12 @@ def evaluate_distilled(learner: Learner, distilled: DistilledData, encoded_eval:
     t0 = time.perf_counter()
     for i in range(config.learners):
         if should_stop is not None and should_stop():
-            break
+            raise EvaluationStopped(f"stopped after {i} of {config.learners} learners")
         theta0 = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
         theta = fine_tune(learner, theta0, distilled)
         rows.append(compute_metrics(predict(learner, theta, encoded_eval, batches=batches), labels, metrics))
         if progress is not None:
             progress(i + 1, config.learners)
-    if not rows:
-        raise RuntimeError("evaluation stopped before the first learner finished")
     return {"metrics": summarize(rows), "per_learner": rows, "seconds": time.perf_counter() - t0}
 
 
@@ -119,7 +121,7 @@ def _sgd_on_real(learner: Learner, theta: Params, encoded: EncodedSplit, indices
 def random_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,
                           metrics: tuple[str, ...], k: int, inner_steps: int, lr: float,
                           different_data_per_step: bool = False, config: EvalConfig | None = None,
-                          progress: Progress | None = None) -> dict:
+                          progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
     """k random real examples per class, fine-tuned with the distilled protocol (T plain SGD steps at lr).
 
     Learner i draws its own examples (seed + i), so the spread covers the choice of examples too.
@@ -133,6 +135,8 @@ def random_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded
     batches = eval_batches(learner, encoded_eval, config.max_tokens)
     rows = []
     for i in range(config.learners):
+        if should_stop is not None and should_stop():
+            raise EvaluationStopped(f"stopped after {i} of {config.learners} learners")
         rng = np.random.default_rng(config.seed + i)
         per_class = [rng.choice(np.flatnonzero(labels_train == c), size=k, replace=False) for c in classes]
         theta = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))

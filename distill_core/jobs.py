@@ -282,7 +282,7 @@ def start_evaluate(run: RunDir, checkpoint: str, learners: int, registry: JobReg
     from .data import encode_split, load_task_data
     from .distilled import DistilledData
     from .distiller import RunConfig
-    from .evaluation import EvalConfig, evaluate_distilled
+    from .evaluation import EvalConfig, EvaluationStopped, evaluate_distilled
     from .learner import learner_from_config
 
     run.require()
@@ -304,16 +304,19 @@ def start_evaluate(run: RunDir, checkpoint: str, learners: int, registry: JobReg
                                        expect=learner.fingerprint())
         encoded = encode_split(task.eval, learner.tokenizer, cfg.data.max_length)
         job.set_running(f"evaluating {checkpoint} with {learners} learners")
-        result = evaluate_distilled(learner, distilled, encoded, task.spec.metrics,
-                                    EvalConfig(learners=learners, seed=seed),
-                                    progress=lambda d, t: job.emit({"type": "progress", "done": d, "total": t}),
-                                    should_stop=job.stop_event.is_set)
+        try:
+            result = evaluate_distilled(learner, distilled, encoded, task.spec.metrics,
+                                        EvalConfig(learners=learners, seed=seed),
+                                        progress=lambda d, t: job.emit({"type": "progress", "done": d, "total": t}),
+                                        should_stop=job.stop_event.is_set)
+        except EvaluationStopped as exc:  # a partial mean would mislead: nothing is written
+            return {"status": "stopped", "message": str(exc)}
         n = len(result["per_learner"])
         record = {"checkpoint": checkpoint, "learners": n, "seed": seed, "eval_rows": len(encoded),
                   "metrics": result["metrics"], "per_learner": result["per_learner"],
                   "seconds": result["seconds"], "step": distilled.meta.get("step"), "demo": task.is_demo}
         run.update_results(evaluation=record)
-        return {"status": "stopped" if n < learners else "done", **record}
+        return {"status": "done", **record}
 
     job = Job(f"eval-{run.name}-{time.strftime('%H%M%S')}", "evaluate", run.path, work, total=learners)
     return registry.start(job)
