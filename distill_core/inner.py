@@ -11,8 +11,9 @@ steps, one step at a time:
     dL_out/dD_t   = -eta_t * d<a_{t+1}, G_t>/dD_t           (mixed second derivative)
     dL_out/deta_t = -<a_{t+1}, G_t>
 Only the synthetic pass is differentiated twice (eager attention); the real batch needs
-one backward pass, so it runs with SDPA and length-sorted micro-batches. The graph of one
-inner step is alive at a time: memory grows with T only by one parameter copy per step.
+one backward pass, so it runs with fused attention on packed (or length-sorted) batches.
+Two memory modes give the same gradient: keep each inner step's graph (fastest), or keep
+O(log T) parameter copies and recompute the steps in between (memory flat in T).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                   real_batches: list[RealBatch | PackedBatch], recompute: bool | None = None) -> HyperResult:
     """Exact dL_out/dD through all T inner steps (see the module docstring).
 
-    recompute=False keeps theta_0..theta_{T-1} (one parameter copy per step, fastest);
+    recompute=False keeps every inner step's graph (fastest; memory grows with T);
     recompute=True keeps O(log T) copies and recomputes the others by recursive bisection
     (about (T/2) log2 T extra first-order inner steps): memory flat in T, gradient identical.
     None picks recompute for T > STORE_LIMIT.
@@ -150,14 +151,15 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
 
     with torch.enable_grad():
         if not recompute:
-            thetas: list[Params] = [theta0]
-            kept = None
-            for t in range(T):  # the last step keeps its graph: the reverse pass starts from it
-                new, kept, last_loss = step_forward(thetas[t], t, keep_graph=t == T - 1)
-                thetas.append(new)
-            real_loss, a = real_loss_and_grad(learner, thetas.pop(), real_batches)
+            # Every step keeps its own (detached-input) graph, so the reverse pass recomputes nothing.
+            theta, kept = theta0, []
+            for t in range(T):
+                theta, graph, last_loss = step_forward(theta, t, keep_graph=True)
+                kept.append(graph)
+            real_loss, a = real_loss_and_grad(learner, theta, real_batches)
+            del theta
             for t in reversed(range(T)):
-                a = reverse_step(t, thetas.pop(), a, kept if t == T - 1 else None)
+                a = reverse_step(t, None, a, kept.pop())
         else:
             theta = theta0
             for t in range(T):
