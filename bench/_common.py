@@ -25,6 +25,19 @@ def parse_engine_flags(argv: list[str], extra) -> tuple:
     return mine, engine, run_config_from_args(engine)
 
 
+def quiet_distiller(cfg, threads: int | None):
+    """A Distiller for timing: no start-of-run evaluation, no baselines, no run directory."""
+    import torch
+
+    from distill_core.distiller import Distiller
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg.distill.eval_at_start = False
+    cfg.distill.baselines = False
+    return Distiller(cfg)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from _common import emit, machine, parse_engine_flags, peak_rss_mb
+from _common import emit, machine, parse_engine_flags, peak_rss_mb, quiet_distiller
 
 
 def main(argv: list[str]) -> None:
@@ -25,16 +25,11 @@ def main(argv: list[str]) -> None:
     import numpy as np
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from distill_core.data import collate
-    from distill_core.distiller import Distiller
     from distill_core.evaluation import EvalConfig, compute_metrics, evaluate_distilled
     from distill_core.inner import fine_tune
 
-    cfg.distill.eval_at_start = False
-    cfg.distill.baselines = False
-    d = Distiller(cfg)
+    d = quiet_distiller(cfg, args.threads)
     learner, enc, metrics = d.prep.learner, d.prep.eval, d.prep.task.spec.metrics
 
     t0 = time.perf_counter()

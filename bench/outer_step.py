@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 
-from _common import emit, machine, parse_engine_flags, peak_rss_mb
+from _common import emit, machine, parse_engine_flags, peak_rss_mb, quiet_distiller
 
 
 def main(argv: list[str]) -> None:
@@ -22,17 +22,9 @@ def main(argv: list[str]) -> None:
         p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
 
     mine, args, cfg = parse_engine_flags(argv, extra)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     import torch
 
-    from distill_core.distiller import Distiller
-
-    cfg.distill.eval_at_start = False
-    cfg.distill.baselines = False
-    rss_loaded = None
-    d = Distiller(cfg)
+    d = quiet_distiller(cfg, args.threads)
     rss_loaded = peak_rss_mb()
     times = []
     losses = []
