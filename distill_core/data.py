@@ -191,17 +191,18 @@ def _label_key(value) -> str:
     return str(value).strip()
 
 
-def _load_hub_split(spec: TaskSpec, split: str) -> pd.DataFrame | None:
+def _load_hub_split(spec: TaskSpec, split: str) -> tuple[pd.DataFrame | None, str]:
+    """The split from the Hugging Face hub, or None and why not."""
     if not spec.hub_path:
-        return None
+        return None, "not on the hub"
     try:
         import datasets  # optional: the normal path for online users, never needed by tests
     except ImportError:
-        return None
+        return None, "the Hugging Face hub needs `pip install datasets`"
     try:
-        return datasets.load_dataset(*spec.hub_path, split=split).to_pandas()
-    except Exception:
-        return None
+        return datasets.load_dataset(*spec.hub_path, split=split).to_pandas(), ""
+    except Exception as exc:  # offline, unknown split, ...: the caller reports it with the paths tried
+        return None, f"the Hugging Face hub failed: {type(exc).__name__}"
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
@@ -239,14 +240,15 @@ def load_task_data(cfg: DataConfig) -> TaskData:
                 path = _find_split_file(Path(data_dir), spec.name, split)
                 if path is not None:
                     frame, where = read_table(path), str(path)
+            hub_note = ""
             if frame is None and cfg.allow_hub and not spec.is_demo:
-                frame = _load_hub_split(spec, split)
+                frame, hub_note = _load_hub_split(spec, split)
                 where = f"hub {'/'.join(spec.hub_path)}:{split}"
             if frame is None:
                 tried = f"{data_dir}/{spec.name}/{split}.{{parquet,csv,tsv,jsonl}}" if data_dir else "no data directory set"
                 raise UserError(
                     f"task {spec.name!r} has no {role} split {split!r} here (tried {tried}"
-                    f"{', the Hugging Face hub' if cfg.allow_hub and spec.hub_path else ''}); "
+                    f"{'; ' + hub_note if hub_note else ''}); "
                     + ("distillation never trains on the evaluation split" if role == "train" else "")
                 )
             splits[role], _ = _frame_to_split(frame, spec.text_fields, spec.label_field, spec.label_names, where,
