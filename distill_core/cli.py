@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"outer lr of the learned inner lr (softplus-parametrised; default {oc.lr_inner_lr})")
     g.add_argument("--weight-decay", type=float, default=oc.weight_decay)
     g.add_argument("--warmup-ratio", type=float, default=oc.warmup_ratio)
+    g.add_argument("--schedule", choices=["linear", "constant"], default=oc.schedule,
+                   help="after warm-up: linear decay to 0 (the paper) or constant")
     g.add_argument("--grad-clip", type=float, default=oc.grad_clip, help="0 disables")
     g.add_argument("--eval-every", type=int, default=oc.eval_every, help="0: only at start and end")
     g.add_argument("--eval-learners", type=int, default=oc.eval_learners)
@@ -169,7 +171,7 @@ def run_config_from_args(a):
                                   attention_loss_weight=a.attention_weight, inner_lr_init=a.inner_lr_init,
                                   init=a.init, attention_init=a.attention_init),
         distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
-                              warmup_ratio=a.warmup_ratio, grad_clip=a.grad_clip, eval_every=a.eval_every,
+                              warmup_ratio=a.warmup_ratio, schedule=a.schedule, grad_clip=a.grad_clip, eval_every=a.eval_every,
                               eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,
                               baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
                               inner_memory=a.inner_memory, **lrs))

@@ -44,6 +44,7 @@ class DistillConfig:
     lr_inner_lr: float = 1e-2
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
+    schedule: str = "linear"           # linear: warm-up then decay to 0 (the paper) | constant: warm-up then flat
     grad_clip: float = 1.0             # 0 disables clipping
     eval_every: int = 50               # 0: only at the start and the end
     eval_learners: int = 10
@@ -62,6 +63,8 @@ class DistillConfig:
             v = getattr(self, name)
             if not (0 <= v <= 10):
                 raise UserError(f"{name} must be in [0, 10], got {v}")
+        if self.schedule not in ("linear", "constant"):
+            raise UserError(f"schedule must be linear or constant, got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.grad_clip < 0:
@@ -204,11 +207,17 @@ class Distiller:
         return kind(groups, weight_decay=c.weight_decay)
 
     def _lr_factor(self, step: int) -> float:
-        """Linear warm-up over warmup_ratio of the steps, then linear decay to 0 (as the reference)."""
+        """Linear warm-up over warmup_ratio of the steps, then linear decay to 0 (as the reference) or flat.
+
+        "constant" suits short CPU runs: learning often takes off only after 100-200 steps, when a
+        linear decay over a short horizon has already shrunk the outer learning rate.
+        """
         total = max(1, self.config.distill.outer_steps)
         warm = int(total * self.config.distill.warmup_ratio)
         if step < warm:
             return (step + 1) / warm
+        if self.config.distill.schedule == "constant":
+            return 1.0
         return max(0.0, (total - step) / max(1, total - warm))
 
     # --- events ----------------------------------------------------------------------------

@@ -112,3 +112,20 @@ def test_stop_from_another_thread(tmp_path, demo_prepared):
     worker.join(120)
     assert not worker.is_alive() and d.step < 500
     assert RunDir(tmp_path / "s").state()["step"] == d.step
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_outer_lr_schedule(demo_prepared, schedule):
+    d = Distiller(demo_config(outer_steps=20, warmup_ratio=0.1, schedule=schedule), prepared=demo_prepared)
+    factors = [d._lr_factor(s) for s in range(20)]
+    assert factors[:2] == [0.5, 1.0]  # warm-up over 2 steps
+    if schedule == "linear":
+        assert factors[2] == 1.0 and factors[11] == pytest.approx(0.5) and factors[19] == pytest.approx(1 / 18)
+    else:
+        assert factors[2:] == [1.0] * 18
+    lrs = []  # the optimiser really follows the schedule: lr after step s is base * factor(s)
+    d.add_callback(lambda e: lrs.append(d.optimizer.param_groups[0]["lr"]) if e["type"] == "step" else None)
+    d.add_callback(lambda e: d.stop() if e["type"] == "step" and e["step"] == 3 else None)
+    d.run_loop()
+    base = d.config.distill.lr_embeds
+    assert lrs == pytest.approx([base * f for f in factors[1:4]])
