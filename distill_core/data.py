@@ -16,7 +16,7 @@ from .errors import UserError
 from .tasks import TaskSpec, get_task
 
 __all__ = [
-    "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "PackedBatch", "RealBatcher", "pack",
+    "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "PackedBatch", "RealBatcher", "pack", "real_batches",
     "load_task_data", "read_table", "encode_split", "DEMO_DIR", "default_data_dir",
 ]
 
@@ -416,6 +416,14 @@ def split_by_length(encoded: EncodedSplit, indices: Sequence[int], max_tokens: i
     return chunks
 
 
+def real_batches(encoded: EncodedSplit, indices: Sequence[int], packing: bool, micro_batch_tokens: int | None = 512,
+                 row_tokens: int = 512, pad_id: int = 0) -> list[RealBatch] | list[PackedBatch]:
+    """One batch of real examples: packed (see pack), or as length-sorted micro-batches (see split_by_length)."""
+    if packing:
+        return [pack(encoded, indices, row_tokens)]
+    return [collate(encoded, chunk, pad_id) for chunk in split_by_length(encoded, indices, micro_batch_tokens)]
+
+
 class RealBatcher:
     """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
 
@@ -441,12 +449,9 @@ class RealBatcher:
         return idx
 
     def next(self) -> list[RealBatch] | list[PackedBatch]:
-        """The next batch, packed (see pack) or as length-sorted micro-batches (see split_by_length)."""
-        idx = self.next_indices()
-        if self.packing:
-            return [pack(self.encoded, idx, max(self.row_tokens, max(len(self.encoded.input_ids[i]) for i in idx)))]
-        return [collate(self.encoded, chunk, self.pad_id)
-                for chunk in split_by_length(self.encoded, idx, self.micro_batch_tokens)]
+        """The next batch (see real_batches)."""
+        return real_batches(self.encoded, self.next_indices(), self.packing, self.micro_batch_tokens,
+                            self.row_tokens, self.pad_id)
 
     def state(self) -> dict:
         return {"generator": self.generator.get_state().tolist(), "order": list(self._order),
@@ -467,11 +472,6 @@ def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: 
                          packing: bool = False, row_tokens: int = 512) -> list[tuple[list[int], RealBatch | PackedBatch]]:
     """The whole split in batches of at most about `max_tokens` positions: packed, or padded by length."""
     chunks = split_by_length(encoded, range(len(encoded)), max_tokens)
-    if packing:
-        out = []
-        for chunk in chunks:
-            longest = max(len(encoded.input_ids[i]) for i in chunk)
-            b = pack(encoded, chunk, max(row_tokens, longest))
-            out.append((b.order, b))
-        return out
+    if packing:  # an example longer than row_tokens gets a row of its own
+        return [(b.order, b) for b in (pack(encoded, chunk, row_tokens) for chunk in chunks)]
     return [(chunk, collate(encoded, chunk, pad_id)) for chunk in chunks]

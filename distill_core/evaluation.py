@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import EncodedSplit, collate, iterate_eval_batches, pack, split_by_length
+from .data import EncodedSplit, iterate_eval_batches, real_batches
 from .distilled import DistilledData
 from .errors import UserError
 from .inner import fine_tune, real_loss_and_grad
@@ -112,9 +112,9 @@ def majority_baseline(train_labels: np.ndarray, encoded_eval: EncodedSplit, metr
 
 
 def _sgd_on_real(learner: Learner, theta: Params, encoded: EncodedSplit, indices: list[int], lr: float) -> Params:
-    batch = (pack(encoded, indices) if learner.supports_packing else collate(encoded, indices)).to(learner.device)
+    batches = [b.to(learner.device) for b in real_batches(encoded, indices, learner.supports_packing)]
     with torch.enable_grad():
-        _, g = real_loss_and_grad(learner, theta, [batch])
+        _, g = real_loss_and_grad(learner, theta, batches)
     return {k: theta[k] - lr * g[k] for k in theta}
 
 
@@ -171,10 +171,7 @@ def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encode
         if len(order) < batch_size:
             order += torch.randperm(len(encoded_train), generator=gen).tolist()
         idx, order = order[:batch_size], order[batch_size:]
-        if learner.supports_packing:
-            micro = [pack(encoded_train, idx).to(learner.device)]
-        else:
-            micro = [collate(encoded_train, c).to(learner.device) for c in split_by_length(encoded_train, idx, 512)]
+        micro = [b.to(learner.device) for b in real_batches(encoded_train, idx, learner.supports_packing)]
         total = len(idx)
         opt.zero_grad(set_to_none=True)
         for b in micro:
