@@ -1,4 +1,4 @@
-"""Command line: `python -m distill_core distill|evaluate|baseline|inspect` for headless runs."""
+"""Command line: `python -m distill_core distill|evaluate|baseline|study|inspect` for headless runs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-clip", type=float, default=oc.grad_clip, help="0 disables")
     g.add_argument("--eval-every", type=int, default=oc.eval_every, help="0: only at start and end")
     g.add_argument("--eval-learners", type=int, default=oc.eval_learners)
+    g.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=oc.eval_precision,
+                   help="bfloat16: score under bf16 autocast (faster on CPUs with bf16 units; fine-tuning stays fp32)")
     g.add_argument("--no-eval-at-start", action="store_true")
     g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines")
     g.add_argument("--max-minutes", type=float, help="wall-clock budget; the run stops cleanly when spent")
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-rows", type=int,
                    help="score on this many random evaluation rows (default: the whole evaluation split, "
                         "whatever cap the run used for its periodic validation)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: score under bf16 autocast (faster on CPUs with bf16 units)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
 
@@ -131,10 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-steps", type=int, default=1, help="random-kshot: SGD steps")
     p.add_argument("--different-data-per-step", action="store_true")
     p.add_argument("--inner-lr", type=float, default=DistilledConfig().inner_lr_init, help="random-kshot: SGD lr")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="random-kshot: score under bf16 autocast")
     p.add_argument("--full-steps", type=int, default=500, help="full: AdamW steps of --real-batch examples")
     p.add_argument("--full-lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", help="also write the result JSON to this file")
+
+    from .study import add_parser as add_study_parser
+
+    add_study_parser(sub)
 
     p = sub.add_parser("inspect", help="nearest tokens, labels, learned lrs and attention KL of a run")
     p.add_argument("run", help="run directory")
@@ -172,7 +182,7 @@ def run_config_from_args(a):
                                   init=a.init, attention_init=a.attention_init),
         distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
                               warmup_ratio=a.warmup_ratio, schedule=a.schedule, grad_clip=a.grad_clip, eval_every=a.eval_every,
-                              eval_learners=a.eval_learners, eval_at_start=not a.no_eval_at_start,
+                              eval_learners=a.eval_learners, eval_precision=a.eval_precision, eval_at_start=not a.no_eval_at_start,
                               baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
                               inner_memory=a.inner_memory, **lrs))
 
@@ -259,11 +269,11 @@ def _cmd_evaluate(a) -> int:
     run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device, a.eval_rows)
     bar = tqdm(total=a.learners, desc="evaluate", unit="learner", file=sys.stderr, dynamic_ncols=True)
     result = evaluate_distilled(prep.learner, distilled, prep.eval, prep.task.spec.metrics,
-                                EvalConfig(learners=a.learners, seed=a.seed),
+                                EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
                                 progress=lambda done, total: bar.update(1))
     bar.close()
     run.update_results(evaluation={"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
-                                   "eval_rows": len(prep.eval), "metrics": result["metrics"],
+                                   "precision": a.precision, "eval_rows": len(prep.eval), "metrics": result["metrics"],
                                    "per_learner": result["per_learner"], "seconds": result["seconds"],
                                    "step": distilled.meta.get("step"), "demo": prep.task.is_demo})
     print(json.dumps(result["metrics"]))
@@ -288,7 +298,7 @@ def _cmd_baseline(a) -> int:
             raise UserError("--k, --inner-steps and --learners must be >= 1")
         bar = tqdm(total=a.learners, desc="random-kshot", unit="learner", file=sys.stderr)
         result = random_kshot_baseline(prep.learner, prep.train, prep.eval, spec.metrics, a.k, a.inner_steps,
-                                       a.inner_lr, a.different_data_per_step, EvalConfig(learners=a.learners, seed=a.seed),
+                                       a.inner_lr, a.different_data_per_step, EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
                                        progress=lambda d, t: bar.update(1))
         bar.close()
         result.pop("per_learner", None)
@@ -339,8 +349,10 @@ def _cmd_inspect(a) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .study import cmd_study
+
     handler = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
-               "inspect": _cmd_inspect}[args.command]
+               "inspect": _cmd_inspect, "study": cmd_study}[args.command]
     try:
         return handler(args)
     except UserError as exc:

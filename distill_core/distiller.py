@@ -48,6 +48,7 @@ class DistillConfig:
     grad_clip: float = 1.0             # 0 disables clipping
     eval_every: int = 50               # 0: only at the start and the end
     eval_learners: int = 10
+    eval_precision: str = "float32"    # float32 | bfloat16 (autocast of the scoring passes only)
     eval_at_start: bool = True
     baselines: bool = True             # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
@@ -73,6 +74,7 @@ class DistillConfig:
             raise UserError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.eval_learners < 1:
             raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
+        EvalConfig(precision=self.eval_precision).validate()
         if self.inner_memory not in ("auto", "store", "recompute"):
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -234,7 +236,8 @@ class Distiller:
 
     # --- evaluation & checkpoints ---------------------------------------------------------------
     def evaluate(self, learners: int | None = None) -> dict:
-        cfg = EvalConfig(learners=learners or self.config.distill.eval_learners)
+        cfg = EvalConfig(learners=learners or self.config.distill.eval_learners,
+                         precision=self.config.distill.eval_precision)
         return evaluate_distilled(self.prep.learner, self.distilled, self.prep.eval,
                                   self.prep.task.spec.metrics, cfg, should_stop=self.stop_event.is_set)
 
@@ -325,7 +328,8 @@ class Distiller:
         try:
             kshot = random_kshot_baseline(p.learner, p.train, p.eval, spec.metrics, k, c.inner_steps,
                                           c.inner_lr_init, c.different_data_per_step,
-                                          EvalConfig(learners=self.config.distill.eval_learners),
+                                          EvalConfig(learners=self.config.distill.eval_learners,
+                                                     precision=self.config.distill.eval_precision),
                                           should_stop=self.stop_event.is_set)
         except EvaluationStopped:
             return

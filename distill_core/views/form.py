@@ -93,6 +93,9 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_every", "Evaluate every N steps (0 = start and end)", "Outer loop and evaluation", "int", 25),
     Field("eval_learners", "Learners per evaluation", "Outer loop and evaluation", "int", 4,
           "fresh heads fine-tuned on the distilled data; mean +- std (paper: 100, at the end)"),
+    Field("eval_precision", "Scoring precision", "Outer loop and evaluation", "choice", "float32",
+          "bfloat16 scores under bf16 autocast: about 1.8x faster evaluations on CPUs with bf16 units "
+          "(fine-tuning stays float32)", options=("float32", "bfloat16")),
     Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool", True),
     Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool", True),
     Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice", "auto",
