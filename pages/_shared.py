@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -15,6 +16,13 @@ from distill_core.tasks import TASKS
 from distill_core.views.form import Field
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def study_dir() -> Path:
+    """The reproduction study (docs/REPRODUCTION.md), or DISTILL_STUDY_DIR; its runs open in every page."""
+    return Path(os.environ.get("DISTILL_STUDY_DIR") or ROOT / "docs" / "reproduction")
+
+
 PAGES = {"distill": "pages/distill.py", "attention": "pages/attention.py", "tokens": "pages/tokens.py",
          "runs": "pages/runs.py", "results": "pages/results.py"}
 
@@ -52,9 +60,14 @@ def label_names(config: dict) -> list[str] | None:
     return list(TASKS[task].label_names) if task in TASKS else None
 
 
+def saved_runs() -> list[RunDir]:
+    """The user's runs (newest first), then the reproduction study's runs."""
+    return list_runs(default_runs_dir()) + list_runs(study_dir() / "runs")
+
+
 def pick_run(label: str = "Run", key: str = "run") -> RunDir | None:
     """Choose a saved run; defaults to the one named in the URL (?run=...), else the most recent."""
-    runs = list_runs(default_runs_dir())
+    runs = saved_runs()
     names = [r.name for r in runs]
     if not runs:
         st.info(f"No saved runs in `{default_runs_dir()}` yet. Start one on the Distill page.")

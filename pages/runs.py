@@ -3,14 +3,15 @@
 import streamlit as st
 
 from distill_core import jobs
-from distill_core.runs import default_runs_dir, list_runs
+from distill_core.runs import default_runs_dir
 from distill_core.views import curves, runs as views
 from pages._shared import (PAGES, busy_notice, check_distilled_upload, evaluation_panel, export_buttons, job_registry,
-                           label_names, load_checkpoint, pick_checkpoint, pick_run, show_error)
+                           label_names, load_checkpoint, pick_checkpoint, pick_run, saved_runs, show_error)
 
 st.title("Runs")
-st.caption(f"Every run in `{default_runs_dir()}`, newest first; runs started from the command line appear here too.")
-reg, all_runs = job_registry(), list_runs(default_runs_dir())
+st.caption(f"Every run in `{default_runs_dir()}`, newest first; runs started from the command line appear here too, "
+           "then the reproduction study's runs (Results page).")
+reg, all_runs = job_registry(), saved_runs()
 if all_runs:
     st.dataframe(views.runs_table(all_runs), hide_index=True, key="runs_table")
 run = pick_run("Load run")

@@ -275,6 +275,7 @@ def test_inspection_pages_open_on_the_most_recent_run(ui_run, runs_dir):
 
 def test_pages_without_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_RUNS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("DISTILL_STUDY_DIR", str(tmp_path / "no-study"))   # the study's runs list too
     for page in ("pages/attention.py", "pages/tokens.py", "pages/runs.py"):
         at = ok(app(page).run())
         assert any("No saved runs" in i.value for i in at.info)

@@ -1,0 +1,380 @@
+"""The reproduction study: the paper's settings and baselines on real data, one result file per row.
+
+    python -m distill_core study --preset paper --data-dir ../shared/data --out docs/reproduction
+
+Layout under `out`:
+- `results/<key>.json`: one finished row (written atomically; a row with a file is skipped on re-run),
+- `grid/<task>.json`: the learning-rate pilot runs of a task and the choice made on validation loss,
+- `runs/<key>/`: the run directory of each distilled row (config, metrics, last checkpoint), which
+  the app's pages open for inspection,
+- `summary.json`: the list of finished rows, in preset order, rewritten after every row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+from .runs import read_json, write_json
+
+__all__ = ["StudyRow", "StudyConfig", "PRESETS", "plan", "run_study", "load_summary"]
+
+SETTINGS = {  # setting name -> (label type, attention labels), as in the paper's tables
+    "HL": ("hard", "none"), "SL": ("soft", "none"), "HL+AL": ("hard", "cls"), "SL+AL": ("soft", "cls")}
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One cell of the study: a distillation setting or a baseline on one task."""
+
+    task: str
+    setting: str                  # HL | SL | HL+AL | SL+AL | majority | random-<k>-shot | full
+    samples_per_class: int = 1
+    inner_steps: int = 1
+    same_data: bool = True        # multi-step: the same sample every step, or step t uses the t-th sample
+    outer_steps: int | None = None  # distilled rows: overrides the study's outer steps
+
+    @property
+    def kind(self) -> str:
+        if self.setting in SETTINGS:
+            return "distill"
+        if self.setting.startswith("random-"):
+            return "random-kshot"
+        return self.setting
+
+    @property
+    def key(self) -> str:
+        name = self.setting.replace("+", "-").lower()
+        if self.kind == "distill" or self.kind == "random-kshot":
+            data = "same" if self.same_data else "diff"
+            name += f"-{self.samples_per_class}x{self.inner_steps}" + ("" if self.inner_steps == 1 else f"-{data}")
+        return f"{self.task}-{name}"
+
+
+def _task_rows(task: str) -> list[StudyRow]:
+    return [StudyRow(task, "majority"), *(StudyRow(task, s) for s in ("HL+AL", "SL+AL", "HL", "SL")),
+            StudyRow(task, "random-1-shot"), StudyRow(task, "full")]
+
+
+def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
+    rows = [StudyRow(task, "SL+AL", 1, 3, True), StudyRow(task, "SL+AL", 3, 3, False),
+            StudyRow(task, "random-1-shot", 1, 3, True), StudyRow(task, "random-3-shot", 3, 3, False)]
+    # beyond the paper (which stopped at T=5 for memory): ten different samples per class, ten steps
+    return rows + [StudyRow(task, "SL+AL", 10, 10, False, outer_steps=long_steps),
+                   StudyRow(task, "random-10-shot", 10, 10, False)]
+
+
+PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
+    "paper": lambda c: _task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps),
+    "paper-sst2": lambda c: _task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps),
+    # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
+    "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL"), StudyRow("demo", "SL"),
+                        StudyRow("demo", "random-1-shot"), StudyRow("demo", "full")],
+}
+
+
+@dataclass
+class StudyConfig:
+    """The grid and the budget of a study; every row records the values it ran with."""
+
+    preset: str = "paper"
+    out: str = "docs/reproduction"
+    data_dir: str | None = None
+    learners: int = 100                 # fine-tunings per row (the paper's protocol)
+    outer_steps: int = 300
+    long_outer_steps: int | None = 150  # the T=10 row (each of its outer steps costs about 8 of T=1)
+    seq_len: int = 64
+    max_length: int = 128               # real examples (sentence pairs need more than single sentences)
+    grid_outer_lr: tuple[float, ...] = (0.01, 0.03)
+    grid_inner_lr_init: tuple[float, ...] = (0.1, 0.3)
+    grid_steps: int = 100               # pilot length; the choice is made on validation loss
+    grid_learners: int = 4
+    grid_setting: str = "HL+AL"         # the pilots run this setting; all rows of the task use its choice
+    init: str = "real"                  # the CPU recipe (README): real-example embeddings, model attention
+    attention_init: str = "model"
+    schedule: str = "constant"
+    eval_precision: str = "bfloat16"
+    full_steps: int = 500
+    full_lr: float = 5e-5
+    only: tuple[str, ...] = ()          # keep rows whose key contains one of these
+    threads: int | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"unknown study preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len"):
+            if getattr(self, name) < 1:
+                raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
+        if not self.grid_outer_lr or not self.grid_inner_lr_init:
+            raise UserError("the learning-rate grid needs at least one outer lr and one inner-lr init")
+        if self.grid_setting not in SETTINGS:
+            raise UserError(f"grid_setting must be one of {', '.join(SETTINGS)}, got {self.grid_setting!r}")
+
+
+def plan(config: StudyConfig) -> list[StudyRow]:
+    """The rows of the preset, filtered by `only`, in the order they run."""
+    config.validate()
+    rows = PRESETS[config.preset](config)
+    if config.only:
+        rows = [r for r in rows if any(o in r.key for o in config.only)]
+    return rows
+
+
+def _machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+class _Clock:
+    """CPU seconds (all threads of this process) and wall seconds since creation."""
+
+    def __init__(self) -> None:
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+    def read(self) -> tuple[float, float]:
+        return round(time.process_time() - self.cpu, 1), round(time.perf_counter() - self.wall, 1)
+
+
+class Study:
+    """Runs the rows of a StudyConfig, skipping those with a result file."""
+
+    def __init__(self, config: StudyConfig, log: Callable[[str], None] = print):
+        config.validate()
+        self.config = config
+        self.out = Path(config.out)
+        self.log = log
+        self._prepared: dict[str, object] = {}
+
+    # --- shared pieces ----------------------------------------------------------------------
+    def run_config(self, row: StudyRow, outer_lr: float, inner_lr_init: float, outer_steps: int):
+        from .data import DataConfig
+        from .distilled import DistilledConfig
+        from .distiller import DistillConfig, RunConfig
+        from .learner import ModelConfig
+
+        c = self.config
+        label_type, attention = SETTINGS.get(row.setting, SETTINGS[c.grid_setting])
+        return RunConfig(
+            data=DataConfig(task=row.task, data_dir=c.data_dir, max_length=c.max_length, allow_hub=False),
+            model=ModelConfig(device=c.device),
+            distilled=DistilledConfig(seq_len=c.seq_len, samples_per_class=row.samples_per_class,
+                                      inner_steps=row.inner_steps, different_data_per_step=not row.same_data,
+                                      label_type=label_type, attention_labels=attention,
+                                      inner_lr_init=inner_lr_init, init=c.init, attention_init=c.attention_init),
+            distill=DistillConfig(outer_steps=outer_steps, lr_embeds=outer_lr, lr_labels=outer_lr,
+                                  lr_attention=outer_lr, lr_inner_lr=outer_lr, schedule=c.schedule,
+                                  eval_every=0, eval_at_start=False, baselines=False, eval_learners=c.learners,
+                                  eval_precision=c.eval_precision, inner_memory="store"))
+
+    def prepared(self, task: str):
+        """Data and learner of a task, loaded once per study."""
+        from .distiller import prepare
+
+        if task not in self._prepared:
+            row = StudyRow(task, self.config.grid_setting)
+            self._prepared[task] = prepare(self.run_config(row, 0.01, 0.1, 1))
+        return self._prepared[task]
+
+    def eval_config(self, learners: int | None = None):
+        from .evaluation import EvalConfig
+
+        return EvalConfig(learners=learners or self.config.learners, precision=self.config.eval_precision)
+
+    # --- the learning-rate grid ---------------------------------------------------------------
+    def grid(self, task: str) -> dict:
+        """Pilot runs over (outer lr, inner-lr init); the lowest mean validation loss wins. Resumable per pilot."""
+        from .distiller import Distiller
+        from .evaluation import validation_loss
+
+        c = self.config
+        path = self.out / "grid" / f"{task}.json"
+        done = read_json(path) if path.exists() else {"task": task, "pilots": []}
+        wanted = list(itertools.product(c.grid_outer_lr, c.grid_inner_lr_init))
+        for outer_lr, inner_lr in wanted:
+            if any(p["outer_lr"] == outer_lr and p["inner_lr_init"] == inner_lr and p["steps"] == c.grid_steps
+                   for p in done["pilots"]):
+                continue
+            clock = _Clock()
+            cfg = self.run_config(StudyRow(task, c.grid_setting), outer_lr, inner_lr, c.grid_steps)
+            d = Distiller(cfg, prepared=self.prepared(task))
+            for _ in range(c.grid_steps):
+                d.train_step()
+            loss = validation_loss(d.prep.learner, d.distilled, d.prep.eval, self.eval_config(c.grid_learners))
+            cpu, wall = clock.read()
+            done["pilots"].append({"outer_lr": outer_lr, "inner_lr_init": inner_lr, "steps": c.grid_steps,
+                                   "setting": c.grid_setting, "validation_loss": loss,
+                                   "cpu_seconds": cpu, "wall_seconds": wall})
+            self.log(f"grid {task}: outer lr {outer_lr}, inner lr init {inner_lr}: "
+                     f"validation loss {loss['mean']:.4f} ({wall:.0f} s)")
+            write_json(path, done)
+        pilots = [p for p in done["pilots"] if (p["outer_lr"], p["inner_lr_init"]) in wanted
+                  and p["steps"] == c.grid_steps]
+        best = min(pilots, key=lambda p: p["validation_loss"]["mean"])
+        done["chosen"] = {"outer_lr": best["outer_lr"], "inner_lr_init": best["inner_lr_init"]}
+        done["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in pilots), 1)
+        write_json(path, done)
+        return done
+
+    # --- rows ------------------------------------------------------------------------------
+    def result_path(self, row: StudyRow) -> Path:
+        return self.out / "results" / f"{row.key}.json"
+
+    def run_row(self, row: StudyRow) -> dict:
+        from .evaluation import full_finetune_baseline, majority_baseline, random_kshot_baseline
+
+        c = self.config
+        prep = self.prepared(row.task)
+        spec = prep.task.spec
+        clock = _Clock()
+        extra: dict = {}
+        if row.kind == "majority":
+            res = majority_baseline(prep.task.train.labels, prep.eval, spec.metrics, spec.num_labels)
+            config = {"majority_label": res["majority_label"]}
+        elif row.kind == "full":
+            res = full_finetune_baseline(prep.learner, prep.train, prep.eval, spec.metrics, steps=c.full_steps,
+                                         lr=c.full_lr, batch_size=32)
+            config = {"steps": c.full_steps, "lr": c.full_lr, "batch_size": 32, "optimizer": "adamw",
+                      "schedule": "linear, 10% warm-up", "learners": 1}
+        else:
+            grid = self.grid(row.task)
+            chosen = grid["chosen"]
+            extra["grid_cpu_seconds"] = grid["cpu_seconds"]
+            clock = _Clock()  # the grid's time is shared by the task's rows and reported apart
+            if row.kind == "random-kshot":
+                k = int(row.setting.split("-")[1])
+                res = random_kshot_baseline(prep.learner, prep.train, prep.eval, spec.metrics, k, row.inner_steps,
+                                            chosen["inner_lr_init"], not row.same_data, self.eval_config())
+                config = {"k": k, "inner_steps": row.inner_steps, "lr": chosen["inner_lr_init"],
+                          "different_data_per_step": not row.same_data, "learners": c.learners,
+                          "lr_from": f"grid/{row.task}.json (the distilled rows' chosen inner-lr init)",
+                          "eval_precision": c.eval_precision}
+            else:
+                res, config = self._distill_row(row, chosen)
+                extra["run"] = f"runs/{row.key}"
+        cpu, wall = clock.read()
+        result = {"key": row.key, "task": row.task, "setting": row.setting,
+                  "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
+                  "same_data": row.same_data, "metrics": res["metrics"], "cpu_seconds": cpu,
+                  "wall_seconds": wall, **extra, "eval_rows": len(prep.eval), "config": config,
+                  "machine": _machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(self.result_path(row), result)
+        return result
+
+    def _distill_row(self, row: StudyRow, chosen: dict) -> tuple[dict, dict]:
+        from .distiller import Distiller
+
+        c = self.config
+        run_dir = self.out / "runs" / row.key
+        if run_dir.exists():  # an interrupted row: its result was never written, so start it again
+            shutil.rmtree(run_dir)
+        steps = row.outer_steps or c.outer_steps
+        cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
+        d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task))
+        final: dict = {}
+        d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
+        summary = d.run_loop()
+        if summary["status"] != "done" or not final:
+            raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
+        # keep what the pages need: the last checkpoint (also the only evaluated one), not its copies
+        for path in d.run.checkpoints.iterdir():
+            if path.name != "last.safetensors":
+                path.unlink()
+        config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234}
+        return {"metrics": final["metrics"]}, config
+
+    def run(self) -> list[dict]:
+        rows = plan(self.config)
+        self.log(f"study {self.config.preset}: {len(rows)} rows -> {self.out}")
+        for i, row in enumerate(rows, 1):
+            if self.result_path(row).exists():
+                self.log(f"[{i}/{len(rows)}] {row.key}: done earlier, skipped")
+                continue
+            self.log(f"[{i}/{len(rows)}] {row.key} ...")
+            r = self.run_row(row)
+            m = r["metrics"]
+            self.log(f"[{i}/{len(rows)}] {row.key}: " + ", ".join(
+                f"{k} {v['mean']:.2f} ± {v['std']:.2f} (n={v['n']})" for k, v in m.items())
+                + f" in {r['wall_seconds']:.0f} s")
+            self.write_summary(rows)
+        return self.write_summary(rows)
+
+    def write_summary(self, rows: list[StudyRow]) -> list[dict]:
+        finished = [read_json(self.result_path(r)) for r in rows if self.result_path(r).exists()]
+        write_json(self.out / "summary.json", finished)
+        return finished
+
+
+def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> list[dict]:
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    return Study(config, log).run()
+
+
+def load_summary(path: str | os.PathLike) -> list[dict]:
+    """The rows of a summary.json, checked enough for the Results page to rely on."""
+    rows = read_json(Path(path))
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: expected a list of rows, got {type(rows).__name__}")
+    for i, r in enumerate(rows):
+        missing = {"task", "setting", "metrics"} - set(r) if isinstance(r, dict) else {"(not an object)"}
+        if missing:
+            raise UserError(f"{path}: row {i} lacks {', '.join(sorted(missing))}")
+    return rows
+
+
+def add_parser(sub) -> None:
+    """The `study` subcommand of the CLI."""
+    d = StudyConfig()
+    p = sub.add_parser("study", help="run the reproduction study (resumable) and write its summary")
+    p.add_argument("--preset", default=d.preset, choices=sorted(PRESETS))
+    p.add_argument("--data-dir", help="directory with <task>/<split>.parquet (env DISTILL_DATA_DIR)")
+    p.add_argument("--out", default=d.out, help=f"study directory (default {d.out})")
+    p.add_argument("--learners", type=int, default=d.learners)
+    p.add_argument("--outer-steps", type=int, default=d.outer_steps)
+    p.add_argument("--long-outer-steps", type=int, default=d.long_outer_steps, help="outer steps of the T=10 row")
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--grid-outer-lr", type=float, nargs="+", default=list(d.grid_outer_lr))
+    p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
+    p.add_argument("--grid-steps", type=int, default=d.grid_steps)
+    p.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=d.eval_precision)
+    p.add_argument("--full-steps", type=int, default=d.full_steps)
+    p.add_argument("--only", nargs="+", default=[], help="run only rows whose key contains one of these")
+    p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="auto")
+
+
+def cmd_study(a) -> int:
+    config = StudyConfig(preset=a.preset, out=a.out, data_dir=a.data_dir, learners=a.learners,
+                         outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
+                         grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
+                         grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
+                         only=tuple(a.only), threads=a.threads, device=a.device)
+    if a.list:
+        study = Study(config)
+        for row in plan(config):
+            print(f"{row.key:32s} {'done' if study.result_path(row).exists() else 'to do'}")
+        return 0
+    rows = run_study(config, log=lambda s: print(s, flush=True))
+    print(json.dumps({"summary": str(Path(config.out) / "summary.json"), "rows": len(rows),
+                      "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 1)}))
+    return 0

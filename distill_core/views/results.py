@@ -1,0 +1,91 @@
+"""The reproduction study as tables and bar charts, beside the paper's published numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = ["PAPER", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table"]
+
+# METHOD.md "Published results" (BERT-base-uncased, accuracy %, mean over 100 fine-tunings);
+# keys: (task, setting, samples per class, inner steps, same data).
+PAPER: dict[tuple, float] = {
+    **{("sst2", s, 1, 1, True): v for s, v in
+       {"majority": 50.9, "HL": 81.6, "SL": 82.5, "HL+AL": 90.1, "SL+AL": 89.0, "full": 92.7}.items()},
+    **{("mrpc", s, 1, 1, True): v for s, v in
+       {"majority": 74.8, "HL": 74.8, "SL": 74.8, "HL+AL": 76.4, "SL+AL": 78.8, "full": 88.6}.items()},
+    **{("qnli", s, 1, 1, True): v for s, v in
+       {"majority": 50.5, "HL": 68.6, "SL": 76.4, "HL+AL": 85.9, "SL+AL": 86.4, "full": 91.8}.items()},
+    **{("ag_news", s, 1, 1, True): v for s, v in
+       {"majority": 25.0, "HL": 87.4, "SL": 88.4, "HL+AL": 93.2, "SL+AL": 93.0, "full": 94.6}.items()},
+    ("sst2", "SL+AL", 1, 3, True): 89.8, ("sst2", "SL+AL", 1, 5, True): 85.8,
+    ("sst2", "SL+AL", 3, 3, False): 90.4, ("sst2", "SL+AL", 5, 5, False): 90.7,
+    ("mrpc", "SL+AL", 1, 3, True): 74.8, ("mrpc", "SL+AL", 3, 3, False): 80.3,
+}
+_SINGLE = ("majority", "full")  # baselines without a samples/steps shape
+
+
+def paper_value(row: dict) -> float | None:
+    setting = row["setting"]
+    if setting in _SINGLE:
+        return PAPER.get((row["task"], setting, 1, 1, True))
+    return PAPER.get((row["task"], setting, row.get("samples_per_class", 1), row.get("inner_steps", 1),
+                      bool(row.get("same_data", True))))
+
+
+def row_label(row: dict) -> str:
+    """'HL+AL', or 'SL+AL 3×3 diff' where the shape is not one sample, one step."""
+    spc, t = row.get("samples_per_class", 1), row.get("inner_steps", 1)
+    if row["setting"] in _SINGLE or (spc, t) == (1, 1):
+        return row["setting"]
+    return f"{row['setting']} {spc}×{t} {'same' if row.get('same_data', True) else 'diff'}"
+
+
+def format_score(metric: dict | None) -> str:
+    if not metric:
+        return "–"
+    return f"{metric['mean']:.1f}" if metric.get("n", 1) == 1 else f"{metric['mean']:.1f} ± {metric['std']:.1f}"
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    """One line per row: task, setting, ours (accuracy, and F1 where reported), paper, n, CPU time, run."""
+    out = []
+    for r in rows:
+        m = r.get("metrics", {})
+        paper = paper_value(r)
+        out.append({"task": r["task"], "setting": row_label(r), "accuracy": format_score(m.get("accuracy")),
+                    "f1": format_score(m.get("f1")) if "f1" in m else "",
+                    "paper (BERT-base)": "–" if paper is None else f"{paper:.1f}",
+                    "n": (m.get("accuracy") or {}).get("n"),
+                    "CPU min": round(r.get("cpu_seconds", 0) / 60, 1), "run": r.get("run") or ""})
+    return pd.DataFrame(out)
+
+
+def results_figure(rows: list[dict], task: str, metric: str = "accuracy") -> go.Figure:
+    """Bars (mean, error bar = std over learners) of one task's rows, with the paper's numbers as markers."""
+    picked = [r for r in rows if r["task"] == task and metric in r.get("metrics", {})]
+    labels = [row_label(r) for r in picked]
+    fig = go.Figure(go.Bar(
+        x=labels, y=[r["metrics"][metric]["mean"] for r in picked], name="bundled MiniLM (ours)",
+        error_y={"type": "data", "array": [r["metrics"][metric]["std"] for r in picked], "visible": True},
+        hovertext=[f"n={r['metrics'][metric]['n']}" for r in picked], marker_color="#4C78A8"))
+    paper = [paper_value(r) if metric == "accuracy" else None for r in picked]
+    if any(p is not None for p in paper):
+        fig.add_trace(go.Scatter(x=labels, y=paper, mode="markers", name="paper (BERT-base)",
+                                 marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3},
+                                         "color": "#E45756"}))
+    low = min([r["metrics"][metric]["mean"] - r["metrics"][metric]["std"] for r in picked] + [p for p in paper if p]
+              or [0])
+    fig.update_layout(title=f"{task}: {metric} (mean ± std over learners)", yaxis_title=f"{metric} %",
+                      yaxis_range=[max(0, low - 10), 100], height=380, margin={"t": 50, "b": 40},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The results as a Markdown table (docs/REPRODUCTION.md is written from this)."""
+    frame = results_frame(rows).drop(columns=["run"])
+    head = "| " + " | ".join(frame.columns) + " |"
+    sep = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join("" if v is None else str(v) for v in line) + " |" for line in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *body])

@@ -1,0 +1,183 @@
+"""The reproduction study: its plan, a real (tiny) run on the demo task, resuming, the summary and its views."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill_core.errors import UserError
+from distill_core.study import PRESETS, Study, StudyConfig, StudyRow, load_summary, plan, run_study
+from distill_core.views import results as views
+
+TINY = dict(preset="smoke", learners=2, outer_steps=2, grid_steps=1, grid_learners=1, grid_outer_lr=(0.01,),
+            grid_inner_lr_init=(0.1, 0.3), full_steps=2, seq_len=8, max_length=32, threads=None, device="cpu")
+
+
+def test_the_paper_preset_covers_the_issue():
+    rows = plan(StudyConfig(preset="paper"))
+    keys = [r.key for r in rows]
+    assert len(keys) == len(set(keys))
+    have = {(r.task, r.setting, r.samples_per_class, r.inner_steps, r.same_data) for r in rows}
+    for task in ("sst2", "mrpc"):
+        for setting in ("HL", "SL", "HL+AL", "SL+AL", "majority", "random-1-shot", "full"):
+            assert (task, setting, 1, 1, True) in have, (task, setting)
+    assert ("sst2", "SL+AL", 1, 3, True) in have and ("sst2", "SL+AL", 3, 3, False) in have
+    assert ("sst2", "random-1-shot", 1, 3, True) in have and ("sst2", "random-3-shot", 3, 3, False) in have
+    assert ("sst2", "SL+AL", 10, 10, False) in have
+    assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == ["mrpc-hl-al-1x1", "mrpc-hl-1x1"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(preset="nope"), "unknown study preset 'nope'"),
+    (dict(learners=0), "learners must be >= 1"),
+    (dict(grid_outer_lr=()), "needs at least one outer lr"),
+    (dict(grid_setting="XL"), "grid_setting must be one of"),
+])
+def test_bad_study_settings_are_named(change, message):
+    with pytest.raises(UserError, match=message):
+        plan(StudyConfig(**change))
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    """The smoke preset run for real (bundled model, demo data) into a fresh directory."""
+    out = tmp_path_factory.mktemp("study")
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DISTILL_DATA_DIR", raising=False)
+        rows = run_study(StudyConfig(out=str(out), **TINY), log=log.append)
+    return out, rows, log
+
+
+def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
+    out, rows, log = smoke_study
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == rows and isinstance(summary, list)
+    assert [r["key"] for r in summary] == [r.key for r in PRESETS["smoke"](StudyConfig(**TINY))]
+    for r in summary:
+        assert {"task", "setting", "samples_per_class", "inner_steps", "same_data", "metrics", "cpu_seconds",
+                "config"} <= set(r)
+        acc = r["metrics"]["accuracy"]
+        assert 0 <= acc["mean"] <= 100 and acc["std"] >= 0
+        assert acc["n"] == (1 if r["setting"] in ("majority", "full") else 2)
+        assert r["cpu_seconds"] >= 0
+    grid = json.loads((out / "grid" / "demo.json").read_text())
+    losses = {p["inner_lr_init"]: p["validation_loss"]["mean"] for p in grid["pilots"]}
+    assert set(losses) == {0.1, 0.3}
+    assert grid["chosen"]["inner_lr_init"] == min(losses, key=losses.get)   # chosen on validation loss
+    distilled = [r for r in summary if r["setting"] in ("HL+AL", "SL")]
+    for r in distilled:
+        assert r["config"]["grid"] == grid["chosen"]
+        assert r["config"]["distilled"]["inner_lr_init"] == grid["chosen"]["inner_lr_init"]
+        run = out / r["run"]
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.safetensors"]
+        events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        final = [e for e in events if e["type"] == "eval"][-1]
+        assert final["metrics"] == r["metrics"]      # the row's score is the run's own final evaluation
+    kshot = next(r for r in summary if r["setting"] == "random-1-shot")
+    assert kshot["config"]["lr"] == grid["chosen"]["inner_lr_init"]
+
+
+def test_a_study_resumes_and_redoes_an_interrupted_row(smoke_study):
+    out, rows, _ = smoke_study
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    # an interrupted distilled row: the run directory exists, its result file does not
+    victim = next(r for r in rows if r["setting"] == "SL")
+    (out / "results" / f"{victim['key']}.json").unlink()
+    log: list[str] = []
+    again = Study(StudyConfig(out=str(out), **TINY), log=log.append).run()
+    assert [r["key"] for r in again] == [r["key"] for r in rows]
+    assert sum("done earlier, skipped" in line for line in log) == len(rows) - 1
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    assert all(after[name] == mtime for name, mtime in before.items() if name != f"{victim['key']}.json")
+    assert not any("grid demo" in line for line in log)   # the pilots are not run twice
+
+
+def test_load_summary_names_the_file_and_the_row(tmp_path):
+    bad = tmp_path / "summary.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(UserError, match="summary.json: expected a list of rows"):
+        load_summary(bad)
+    bad.write_text(json.dumps([{"task": "sst2", "setting": "HL"}]))
+    with pytest.raises(UserError, match="row 0 lacks metrics"):
+        load_summary(bad)
+    bad.write_text("[")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_summary(bad)
+
+
+def test_results_views(smoke_study):
+    _, rows, _ = smoke_study
+    frame = views.results_frame(rows)
+    assert list(frame["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "full"]
+    fig = views.results_figure(rows, "demo")
+    bars = fig.data[0]
+    assert list(bars.y) == [r["metrics"]["accuracy"]["mean"] for r in rows]
+    assert list(bars.error_y.array) == [r["metrics"]["accuracy"]["std"] for r in rows]
+    table = views.markdown_table(rows)
+    assert table.count("\n") == len(rows) + 1 and "| HL+AL |" in table
+    paper_row = {"task": "sst2", "setting": "SL+AL", "samples_per_class": 3, "inner_steps": 3, "same_data": False}
+    assert views.paper_value(paper_row) == 90.4
+    assert views.row_label(paper_row) == "SL+AL 3×3 diff"
+    assert views.paper_value({"task": "mrpc", "setting": "full"}) == 88.6
+
+
+def test_bf16_scoring_agrees_with_float32(bundled):
+    """bf16 autocast only in the scoring pass: logits close, argmax nearly always the same."""
+    from distill_core.data import DataConfig, encode_split, load_task_data
+    from distill_core.evaluation import predict_logits
+
+    task = load_task_data(DataConfig(task="demo", allow_hub=False))
+    enc = encode_split(task.eval, bundled.tokenizer, 64)
+    theta = bundled.fresh_params(torch.Generator().manual_seed(0))
+    full = predict_logits(bundled, theta, enc)
+    half = predict_logits(bundled, theta, enc, precision="bfloat16")
+    assert half.dtype == torch.float32 and full.shape == half.shape
+    assert not torch.equal(full, half)                         # bf16 really ran
+    assert (full - half).abs().max() < 0.05
+    assert (full.argmax(-1) == half.argmax(-1)).float().mean() >= 0.95
+
+
+def _results_app(run: str | None = None, page: str = "pages/results.py"):
+    import sys
+
+    from streamlit.testing.v1 import AppTest
+
+    repo = Path(__file__).resolve().parent.parent
+    if str(repo) not in sys.path:   # `streamlit run` puts the app's folder on sys.path; AppTest does not
+        sys.path.insert(0, str(repo))
+    at = AppTest.from_file(str(repo / "app.py"), default_timeout=180)
+    if run:
+        at.query_params["run"] = run
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatch):
+    out, rows, _ = smoke_study
+    monkeypatch.setenv("DISTILL_STUDY_DIR", str(out))
+    at = _results_app()
+    table = at.dataframe[0].value
+    assert list(table["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "full"]
+    assert list(table["accuracy"])[1] == views.format_score(rows[1]["metrics"]["accuracy"])
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "error_y" in spec and "demo: accuracy" in spec
+    linked = {p.proto.query_string for p in at.get("page_link")}
+    assert {f"run={r['run'].rsplit('/', 1)[-1]}" for r in rows if r.get("run")} <= linked
+    # a link opens the study's run in the inspection pages
+    att = _results_app(run="demo-hl-al-1x1", page="pages/attention.py")
+    assert att.selectbox(key="run").value == "demo-hl-al-1x1"
+
+
+def test_results_page_without_a_study(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDY_DIR", str(tmp_path))
+    at = _results_app()
+    assert "No study summary" in at.info[0].value
+    (tmp_path / "summary.json").write_text("{}")
+    at = _results_app()
+    assert "expected a list of rows" in at.error[0].value
