@@ -359,6 +359,8 @@ def add_parser(sub) -> None:
     p.add_argument("--full-steps", type=int, default=d.full_steps)
     p.add_argument("--only", nargs="+", default=[], help="run only rows whose key contains one of these")
     p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
+    p.add_argument("--report", action="store_true",
+                   help="print the finished rows as a Markdown table beside the paper (nothing is run)")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto")
 
@@ -369,6 +371,16 @@ def cmd_study(a) -> int:
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          only=tuple(a.only), threads=a.threads, device=a.device)
+    if a.report:
+        from .views.results import markdown_table
+
+        rows = load_summary(Path(config.out) / "summary.json")
+        print(markdown_table(rows))
+        grids = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(config.out) / "grid").glob("*.json")))
+        rows_cpu = sum(r.get("cpu_seconds", 0) for r in rows)
+        print(f"\nCPU time: rows {rows_cpu / 3600:.2f} h, learning-rate pilots {grids / 3600:.2f} h, "
+              f"total {(rows_cpu + grids) / 3600:.2f} h")
+        return 0
     if a.list:
         study = Study(config)
         for row in plan(config):

@@ -181,3 +181,18 @@ def test_results_page_without_a_study(tmp_path, monkeypatch):
     (tmp_path / "summary.json").write_text("{}")
     at = _results_app()
     assert "expected a list of rows" in at.error[0].value
+
+
+def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
+    from distill_core.cli import main
+
+    out, rows, _ = smoke_study
+    assert main(["study", "--preset", "smoke", "--out", str(out), "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == [r["key"] for r in rows]
+    assert all(line.split()[-1] == "done" for line in listed)
+    assert main(["study", "--out", str(out), "--report"]) == 0
+    report = capsys.readouterr().out
+    assert report.startswith("| task | setting | accuracy |") and "CPU time: rows" in report
+    assert main(["study", "--out", str(tmp_path), "--report"]) == 2
+    assert f"file not found: {tmp_path / 'summary.json'}" in capsys.readouterr().err
