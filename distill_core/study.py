@@ -292,10 +292,12 @@ class Study:
         summary = d.run_loop()
         if summary["status"] != "done" or not final:
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
-        # keep what the pages need: the last checkpoint (also the only evaluated one), not its copies
+        # keep what the pages need: the last checkpoint (also the only evaluated one), not its copies,
+        # nor the resume state (optimizer moments, the data order), since a finished row is never resumed
         for path in d.run.checkpoints.iterdir():
             if path.name != "last.safetensors":
                 path.unlink()
+        d.run.state_path.unlink(missing_ok=True)
         config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234}
         return {"metrics": final["metrics"]}, config
 

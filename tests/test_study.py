@@ -74,6 +74,7 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
         assert r["config"]["distilled"]["inner_lr_init"] == grid["chosen"]["inner_lr_init"]
         run = out / r["run"]
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.safetensors"]
+        assert not (run / "state.json").exists()
         events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         final = [e for e in events if e["type"] == "eval"][-1]
         assert final["metrics"] == r["metrics"]      # the row's score is the run's own final evaluation
