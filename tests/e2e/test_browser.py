@@ -177,6 +177,17 @@ def _walkthrough(server, page):
     _settle(page)
     page.screenshot(path=str(ARTIFACTS / "06-runs.png"), full_page=True)
 
+    # the committed reproduction study, and a link from one of its rows into the Attention page
+    page.goto(f"{server}/results")
+    page.get_by_role("heading", name="Results: does it reproduce the paper?").wait_for(timeout=60_000)
+    page.locator(".st-key-bars_sst2_accuracy .main-svg").first.wait_for(timeout=60_000)
+    _settle(page)
+    page.screenshot(path=str(ARTIFACTS / "07-results.png"), full_page=True)
+    page.get_by_role("link", name="Attention").last.click()
+    page.get_by_role("heading", name="Attention").wait_for(timeout=60_000)
+    page.frame_locator("iframe").first.locator("svg").first.wait_for(timeout=120_000)
+    assert "run=" in page.url and urlparse(page.url).query.split("run=")[-1] != run_id
+
     assert not page.locator("[data-testid='stException']").count()
     (ARTIFACTS / "aborted-requests.txt").write_text("".join(u + "\n" for u in page.aborted))
     assert page.aborted == []      # the whole app, bertviz included, asked for nothing off this machine
