@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill_core.cli import build_parser, run_config_from_args  # noqa: E402
+from distill_core.machine import machine_info as machine  # noqa: E402,F401  (the benches import it from here)
 
 
 def parse_engine_flags(argv: list[str], extra) -> tuple:
@@ -40,21 +40,6 @@ def quiet_distiller(cfg, threads: int | None):
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu}
 
 
 def emit(record: dict) -> None:

@@ -90,7 +90,6 @@ def summarize(per_learner: list[dict[str, float]]) -> dict[str, dict[str, float]
                 "n": len(per_learner)} for m in names}
 
 
-@torch.no_grad()
 def predict(learner: Learner, params: Params, encoded: EncodedSplit, max_tokens: int = 8192,
             batches=None, precision: str = "float32") -> np.ndarray:
     """Argmax predictions on a whole split (SDPA, length-sorted batches)."""

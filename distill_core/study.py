@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
+from .machine import machine_info
 from .runs import read_json, write_json
 
 __all__ = ["StudyRow", "StudyConfig", "PRESETS", "plan", "run_study", "load_summary"]
@@ -127,19 +127,6 @@ def plan(config: StudyConfig) -> list[StudyRow]:
     if config.only:
         rows = [r for r in rows if any(o in r.key for o in config.only)]
     return rows
-
-
-def _machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 class _Clock:
@@ -273,7 +260,7 @@ class Study:
                   "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                   "same_data": row.same_data, "metrics": res["metrics"], "cpu_seconds": cpu,
                   "wall_seconds": wall, **extra, "eval_rows": len(prep.eval), "config": config,
-                  "machine": _machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "machine": machine_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.result_path(row), result)
         return result
 
