@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--inner-memory", choices=["auto", "store", "recompute"], default=oc.inner_memory,
                    help="keep every inner step's parameters (fast) or recompute them (memory flat in T); "
                         "auto recomputes for T > 5")
+    g.add_argument("--recompute-copies", type=int, default=oc.recompute_copies,
+                   help="recompute mode: parameter copies kept besides theta_0; 0 uses the least memory "
+                        "(about 1.2x that of T=1) but recomputes the most steps")
     g.add_argument("--seed", type=int, default=oc.seed)
     g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -184,7 +187,7 @@ def run_config_from_args(a):
                               warmup_ratio=a.warmup_ratio, schedule=a.schedule, grad_clip=a.grad_clip, eval_every=a.eval_every,
                               eval_learners=a.eval_learners, eval_precision=a.eval_precision, eval_at_start=not a.no_eval_at_start,
                               baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
-                              inner_memory=a.inner_memory, **lrs))
+                              inner_memory=a.inner_memory, recompute_copies=a.recompute_copies, **lrs))
 
 
 def _cmd_distill(a) -> int:

@@ -53,6 +53,7 @@ class DistillConfig:
     baselines: bool = True             # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
     inner_memory: str = "auto"         # store | recompute (memory flat in T) | auto (recompute for T > 5)
+    recompute_copies: int = 1          # recompute mode: parameter copies kept (0: least memory, most recomputation)
     seed: int = 0
 
     def validate(self) -> None:
@@ -77,6 +78,8 @@ class DistillConfig:
         EvalConfig(precision=self.eval_precision).validate()
         if self.inner_memory not in ("auto", "store", "recompute"):
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
+        if not 0 <= self.recompute_copies <= 64:
+            raise UserError(f"recompute_copies must be in [0, 64], got {self.recompute_copies}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
 
@@ -345,7 +348,8 @@ class Distiller:
         theta0 = learner.fresh_params(self.head_generator)
         memory = self.config.distill.inner_memory
         res = hypergradient(learner, theta0, self.distilled, real,
-                            recompute=None if memory == "auto" else memory == "recompute")
+                            recompute=None if memory == "auto" else memory == "recompute",
+                            copies=self.config.distill.recompute_copies)
         bad = [n for n, g in res.grads.items() if not torch.isfinite(g).all()]
         if not math.isfinite(res.real_loss) or bad:
             raise FloatingPointError(f"non-finite {'loss' if not bad else 'gradient of ' + ', '.join(bad)} at outer "

@@ -66,6 +66,20 @@ def test_hypergradient_matches_unrolled_autograd(T, different, attention, recomp
         torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("copies", [0, 1, 3])
+def test_recompute_schedules_give_the_exact_gradient(copies):
+    """Every snapshot budget (pure recomputation, bisection then recomputation, bisection only) at T=7."""
+    learner, d, theta0, batch = make_case(7, True)
+    res = hypergradient(learner, theta0, d, [batch], recompute=True, copies=copies)
+    names = list(d.learnable())
+    ref = torch.autograd.grad(unrolled_loss(learner, d, theta0, batch), [d.learnable()[n] for n in names])
+    for n, r in zip(names, ref):
+        torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+    assert torch.equal(theta0["classifier.weight"], learner.fresh_params(torch.Generator().manual_seed(2))
+                       ["classifier.weight"]), "recomputation must not write into theta_0"
+    assert all(torch.equal(learner.pretrained[k], learner.module.state_dict()[k]) for k in learner.inner_names)
+
+
 def test_micro_batches_give_the_same_gradient():
     learner, d, theta0, batch = make_case(1, False)
     whole = hypergradient(learner, theta0, d, [batch])
