@@ -358,9 +358,14 @@ class PackedBatch:
 
 
 def pack(encoded: EncodedSplit, indices: Sequence[int], row_tokens: int = 512) -> PackedBatch:
-    """First-fit-decreasing packing of examples into rows of at most `row_tokens` tokens."""
+    """First-fit-decreasing packing of examples into rows of at most `row_tokens` tokens.
+
+    The budget grows to the longest example, so one long example does not leave every other row
+    padded out to its length.
+    """
     rows: list[list[int]] = []
     fill: list[int] = []
+    row_tokens = max(row_tokens, max(len(encoded.input_ids[i]) for i in indices))
     for i in sorted(indices, key=lambda j: -len(encoded.input_ids[j])):
         n = len(encoded.input_ids[i])
         for r in range(len(rows)):
@@ -416,8 +421,14 @@ def split_by_length(encoded: EncodedSplit, indices: Sequence[int], max_tokens: i
     return chunks
 
 
+# Rows of real training batches: attention inside a packed row is mostly masked-out work, so rows
+# barely longer than a sentence are fastest (measured: 64-token rows 0.176 s, 512-token rows 0.203 s
+# for the first-order pass of an SST-2 batch of 32); pack() widens them for longer examples.
+TRAIN_ROW_TOKENS = 64
+
+
 def real_batches(encoded: EncodedSplit, indices: Sequence[int], packing: bool, micro_batch_tokens: int | None = 512,
-                 row_tokens: int = 512, pad_id: int = 0) -> list[RealBatch] | list[PackedBatch]:
+                 row_tokens: int = TRAIN_ROW_TOKENS, pad_id: int = 0) -> list[RealBatch] | list[PackedBatch]:
     """One batch of real examples: packed (see pack), or as length-sorted micro-batches (see split_by_length)."""
     if packing:
         return [pack(encoded, indices, row_tokens)]
@@ -428,7 +439,7 @@ class RealBatcher:
     """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
 
     def __init__(self, encoded: EncodedSplit, batch_size: int, seed: int = 0, pad_id: int = 0,
-                 micro_batch_tokens: int | None = 512, packing: bool = False, row_tokens: int = 512):
+                 micro_batch_tokens: int | None = 512, packing: bool = False, row_tokens: int = TRAIN_ROW_TOKENS):
         self.encoded = encoded
         self.packing = packing
         self.row_tokens = row_tokens

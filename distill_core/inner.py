@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .data import PackedBatch, RealBatch
 from .distilled import DistilledData, StepBatch
 from .learner import Learner, Params
-from .losses import attention_kl, soft_cross_entropy
+from .losses import attention_kl_rows, soft_cross_entropy
 
 __all__ = ["InnerLoss", "inner_loss", "fine_tune", "real_loss_and_grad", "hypergradient", "HyperResult"]
 
@@ -42,11 +42,11 @@ def inner_loss(learner: Learner, params: Params, batch: StepBatch, attention_mod
                attention_weight: float) -> InnerLoss:
     """L_task + lambda * L_attn of the learner with `params` on one synthetic batch."""
     want_attn = batch.attention_logits is not None and attention_mode != "none"
-    out = learner.forward(params, inputs_embeds=batch.embeds, output_attentions=want_attn, eager=True)
-    task = soft_cross_entropy(out.logits, batch.targets)
+    logits, rows = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none")
+    task = soft_cross_entropy(logits, batch.targets)
     if not want_attn:
         return InnerLoss(task, task, None)
-    attn = attention_kl(batch.attention_logits, out.attentions, attention_mode)
+    attn = attention_kl_rows(batch.attention_logits, rows, attention_mode).mean()
     return InnerLoss(task + attention_weight * attn, task, attn)
 
 
@@ -72,7 +72,10 @@ def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Par
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
                               cfg.attention_loss_weight)
             g = _grads(loss.total, p)
-            theta = {k: p[k].detach() - lrs[t] * g[k] for k in p}
+            keys = list(p)
+            with torch.no_grad():  # the same fused update as the distiller's inner step
+                theta = dict(zip(keys, torch._foreach_add([p[k].detach() for k in keys], [g[k] for k in keys],
+                                                          alpha=-float(lrs[t]))))
     return theta
 
 
@@ -138,11 +141,14 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         p = _leaf(theta)
         loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam)
         g = _grads(loss.total, p, create_graph=keep_graph)
-        if in_place:
-            for k in p:
-                theta[k].sub_(lrs[t] * g[k])   # the same arithmetic as below, one tensor of scratch
-            return theta, None, loss
-        return {k: p[k].detach() - lrs[t] * g[k].detach() for k in p}, (p, g) if keep_graph else None, loss
+        keys = list(p)
+        step = [g[k].detach() for k in keys]
+        with torch.no_grad():  # theta - lr * G in one fused pass over the parameters
+            if in_place:
+                torch._foreach_add_([theta[k] for k in keys], step, alpha=-float(lrs[t]))
+                return theta, None, loss
+            new = torch._foreach_add([p[k].detach() for k in keys], step, alpha=-float(lrs[t]))
+        return dict(zip(keys, new)), (p, g) if keep_graph else None, loss
 
     def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> None:
         """Pull the adjoint `a` (dL/dtheta_{t+1}) back through step t in place; accumulate dL/dD."""
@@ -166,10 +172,11 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                                    allow_unused=True)
         del g, kept
         if t > 0:
-            # In place: one adjoint lives at a time (a is ours; no graph still holds it).
-            for k, v in zip(keys, outs[: len(keys)]):
-                if v is not None:
-                    a[k].sub_(eta_t * v)          # a_t = a_{t+1} - eta_t H_t a_{t+1}
+            # a_t = a_{t+1} - eta_t H_t a_{t+1}, in place: one adjoint lives at a time.
+            pairs = [(a[k], v) for k, v in zip(keys, outs[: len(keys)]) if v is not None]
+            with torch.no_grad():
+                torch._foreach_add_([x for x, _ in pairs], [v for _, v in pairs], alpha=-float(eta_t))
+            del pairs
             outs = outs[len(keys):]
         for name, v in zip(data_names, outs):
             if v is not None:

@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 from torch.func import functional_call
 
+from .encoder import bert_classifier, spec_for
 from .errors import UserError
 
 __all__ = ["ModelConfig", "Learner", "Params", "BUNDLED_MODEL", "resolve_model_path", "resolve_device",
@@ -87,6 +88,9 @@ class Learner:
         # parameter memory of MiniLM) and read from the module unchanged.
         self.inner_names = [k for k in self.pretrained if k != self.word_embedding_name]
         self.head_names = [k for k in self.pretrained if k.startswith(self.HEAD_PREFIXES)]
+        # Plain BERT classifiers run on distill_core.encoder (the last layer only at [CLS]);
+        # anything else goes through the Hugging Face module.
+        self.encoder_spec = spec_for(module)
 
     # --- shapes -------------------------------------------------------------------------
     @property
@@ -157,6 +161,11 @@ class Learner:
 
     def forward_packed(self, params: Params, batch) -> torch.Tensor:
         """Logits (B, C) of a PackedBatch: encoder on packed rows, then pooler + head at each [CLS]."""
+        if self.encoder_spec is not None:
+            return bert_classifier(self.encoder_spec, params, input_ids=batch.input_ids,
+                                   word_embeddings=self.word_embeddings(), token_type_ids=batch.token_type_ids,
+                                   position_ids=batch.position_ids, mask=batch.attention_mask,
+                                   cls_index=batch.cls_index)[0]
         encoder_params = {k[5:]: v for k, v in params.items() if k.startswith("bert.")}
         kwargs = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids,
                   "position_ids": batch.position_ids, "attention_mask": batch.attention_mask, "return_dict": True}
@@ -172,8 +181,28 @@ class Learner:
         """Logits of a real batch, padded (RealBatch) or packed (PackedBatch); fused attention."""
         if hasattr(batch, "cls_index"):
             return self.forward_packed(params, batch)
+        if self.encoder_spec is not None:
+            return bert_classifier(self.encoder_spec, params, input_ids=batch.input_ids,
+                                   word_embeddings=self.word_embeddings(), token_type_ids=batch.token_type_ids,
+                                   mask=batch.attention_mask.bool()[:, None, None, :])[0]
         return self.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             token_type_ids=batch.token_type_ids, eager=False).logits
+
+    def synthetic_forward(self, params: Params, embeds: torch.Tensor,
+                          attention: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of a synthetic batch and the attention its labels are compared with.
+
+        Eager attention throughout (the inner loop differentiates this pass twice). attention:
+        "none"; "cls": [CLS] query rows (B, K, H, L); "all": every row (B, K, H, L, L).
+        """
+        if self.encoder_spec is not None:
+            return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True)
+        out = self.forward(params, inputs_embeds=embeds, output_attentions=attention != "none", eager=True)
+        if attention == "none":
+            return out.logits, None
+        stacked = torch.stack(tuple(out.attentions), dim=1)
+        return out.logits, stacked[..., 0, :] if attention == "cls" else stacked
+
     @contextlib.contextmanager
     def attention_implementation(self, impl: str) -> Iterator[None]:
         """Eager attention for the twice-differentiable synthetic pass, SDPA elsewhere."""

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "kl_to_attention", "ATTENTION_MODES"]
+__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "attention_kl_rows", "kl_to_attention", "ATTENTION_MODES"]
 
 ATTENTION_MODES = ("none", "cls", "all")
 _TINY = 1e-12  # attention probabilities below this are clamped before the log
@@ -39,7 +39,15 @@ def attention_kl_per_head(label_logits: torch.Tensor, attentions: Sequence[torch
     actual = torch.stack(tuple(attentions), dim=1)                    # (B, K, H, L, L)
     if mode == "cls":
         actual = actual[..., 0, :]                                    # (B, K, H, L)
-    elif mode != "all":
+    return attention_kl_rows(label_logits, actual, mode)
+
+
+def attention_kl_rows(label_logits: torch.Tensor, actual: torch.Tensor, mode: str = "cls") -> torch.Tensor:
+    """KL per sample, layer and head (B, K, H), from the model's attention rows already stacked.
+
+    actual: (B, K, H, L) [CLS] query rows for mode "cls", (B, K, H, L, L) for mode "all".
+    """
+    if mode not in ("cls", "all"):
         raise ValueError(f"attention mode must be 'cls' or 'all', got {mode!r}")
     kl = kl_to_attention(F.log_softmax(label_logits, dim=-1), actual)
     if mode == "all":

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from distill_core.data import RealBatch
 from distill_core.distilled import DistilledConfig, DistilledData
-from distill_core.inner import hypergradient, inner_loss
-from distill_core.losses import soft_cross_entropy
+from distill_core.inner import hypergradient
+from distill_core.losses import attention_kl, soft_cross_entropy
 from conftest import tiny_learner
 
 
@@ -38,7 +38,13 @@ def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch) -> torch.
     params = {k: v.detach().requires_grad_(True) for k, v in theta0.items()}
     lrs = F.softplus(d.lr_raw)
     for t in range(cfg.inner_steps):
-        loss = inner_loss(learner, params, d.step_batch(t), cfg.attention_labels, cfg.attention_loss_weight).total
+        # Hugging Face's module, not the engine's encoder: an independent forward pass.
+        b = d.step_batch(t)
+        out = learner.forward(params, inputs_embeds=b.embeds, output_attentions=True, eager=True)
+        loss = soft_cross_entropy(out.logits, b.targets)
+        if cfg.attention_labels != "none":
+            loss = loss + cfg.attention_loss_weight * attention_kl(b.attention_logits, out.attentions,
+                                                                   cfg.attention_labels)
         keys = list(params)
         gs = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=True, allow_unused=True)
         params = {k: params[k] - lrs[t] * (0 if g is None else g) for k, g in zip(keys, gs)}

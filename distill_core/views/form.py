@@ -101,6 +101,9 @@ FIELDS: tuple[Field, ...] = (
     Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice", "auto",
           "store every inner step, or recompute (memory flat in T); auto recomputes for T > 5",
           options=("auto", "store", "recompute")),
+    Field("recompute_copies", "Parameter copies kept when recomputing", "Outer loop and evaluation", "int", 1,
+          "0 keeps the least memory but recomputes the most inner steps; each copy costs one set of "
+          "model weights", min=0),
     Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", 0.0, min=0.0),
     Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
 )
