@@ -479,9 +479,29 @@ class RealBatcher:
             yield self.next()
 
 
-def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: int = 0,
-                         packing: bool = False, row_tokens: int = 512) -> list[tuple[list[int], RealBatch | PackedBatch]]:
-    """The whole split in batches of at most about `max_tokens` positions: packed, or padded by length."""
+def split_by_exact_length(encoded: EncodedSplit, indices: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Batches whose examples all have the same length (at most about `max_tokens` tokens each).
+
+    Such a batch needs no padding and no attention mask: every position is a real token and the
+    attention is dense, which beats packing (its block-diagonal mask spends most attention work
+    on masked-out pairs) when a split is scored whole.
+    """
+    by_length: dict[int, list[int]] = {}
+    for i in indices:
+        by_length.setdefault(len(encoded.input_ids[i]), []).append(i)
+    chunks = []
+    for n in sorted(by_length):
+        group, per = by_length[n], max(1, max_tokens // n)
+        chunks.extend(group[s:s + per] for s in range(0, len(group), per))
+    return chunks
+
+
+def iterate_eval_batches(encoded: EncodedSplit, max_tokens: int = 4096, pad_id: int = 0, packing: bool = False,
+                         row_tokens: int = 512, same_length: bool = False) -> list[tuple[list[int], RealBatch | PackedBatch]]:
+    """The whole split in batches of at most about `max_tokens` positions: same-length, packed, or padded by length."""
+    if same_length:
+        return [(chunk, collate(encoded, chunk, pad_id, multiple_of=1))
+                for chunk in split_by_exact_length(encoded, range(len(encoded)), max_tokens)]
     chunks = split_by_length(encoded, range(len(encoded)), max_tokens)
     if packing:  # an example longer than row_tokens gets a row of its own
         return [(b.order, b) for b in (pack(encoded, chunk, row_tokens) for chunk in chunks)]

@@ -182,9 +182,10 @@ class Learner:
         if hasattr(batch, "cls_index"):
             return self.forward_packed(params, batch)
         if self.encoder_spec is not None:
+            mask = batch.attention_mask.bool()
             return bert_classifier(self.encoder_spec, params, input_ids=batch.input_ids,
                                    word_embeddings=self.word_embeddings(), token_type_ids=batch.token_type_ids,
-                                   mask=batch.attention_mask.bool()[:, None, None, :])[0]
+                                   mask=None if bool(mask.all()) else mask[:, None, None, :])[0]
         return self.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             token_type_ids=batch.token_type_ids, eager=False).logits
 

@@ -107,3 +107,22 @@ def test_other_architectures_fall_back_to_hugging_face():
     ref = hf(learner, params, inputs_embeds=embeds, output_attentions=True)
     torch.testing.assert_close(logits, ref.logits)
     assert rows.shape == (2, 2, 2, 4)
+
+
+def test_same_length_evaluation_batches_score_every_example_exactly():
+    from distill_core.data import iterate_eval_batches
+    from distill_core.evaluation import eval_batches, predict_logits
+
+    learner = tiny_learner()
+    params = perturbed_params(learner, seed=5)
+    enc = random_split(n=23, seed=6)
+    batches = iterate_eval_batches(enc, 30, same_length=True)
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(enc)))
+    for idx, b in batches:  # one length per batch: no padding, no mask
+        assert len({len(enc.input_ids[i]) for i in idx}) == 1 and bool(b.attention_mask.all())
+        assert b.input_ids.shape[0] * b.input_ids.shape[1] <= 30 or len(idx) == 1
+    assert len(eval_batches(learner, enc, 30)) == len(batches)
+    padded = collate(enc, list(range(len(enc))))
+    ref = hf(learner, params, input_ids=padded.input_ids, attention_mask=padded.attention_mask,
+             token_type_ids=padded.token_type_ids).logits
+    torch.testing.assert_close(predict_logits(learner, params, enc, max_tokens=30), ref, rtol=1e-10, atol=1e-12)
