@@ -5,10 +5,13 @@
 
 --impl reference times the plain unrolled implementation (bench/reference_step.py) on the
 same data, batches and heads, so before/after numbers come from one machine and one run.
+--autocast bfloat16 times the engine under bf16 autocast and reports the cosine of its
+hypergradient to the float32 one (on one batch), which is why training stays float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -16,22 +19,49 @@ import time
 from _common import emit, machine, parse_engine_flags, peak_rss_mb, quiet_distiller
 
 
+def gradient_agreement(d) -> dict:
+    """Cosine between the bf16-autocast and the float32 hypergradient of each part, on one batch and head."""
+    import torch
+
+    from distill_core.inner import hypergradient
+
+    learner = d.prep.learner
+    real = [b.to(learner.device) for b in d.batcher.next()]
+    runs = []
+    for bf16 in (False, True):
+        theta0 = learner.fresh_params(torch.Generator().manual_seed(0))
+        with torch.autocast(learner.device.type, dtype=torch.bfloat16, enabled=bf16):
+            runs.append(hypergradient(learner, theta0, d.distilled, real).grads)
+    out = {}
+    for name, ref in runs[0].items():
+        a, b = runs[1][name].float().flatten(), ref.float().flatten()
+        out[name] = round(float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30)), 4)
+    return out
+
+
 def main(argv: list[str]) -> None:
     def extra(p):
         p.add_argument("--impl", choices=["engine", "reference"], default="engine")
         p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+        p.add_argument("--autocast", choices=["none", "bfloat16"], default="none",
+                       help="time the engine under bf16 autocast and report how far its hypergradient is from float32")
 
     mine, args, cfg = parse_engine_flags(argv, extra)
     import torch
 
     d = quiet_distiller(cfg, args.threads)
     rss_loaded = peak_rss_mb()
+    learner = d.prep.learner
+    autocast = (torch.autocast(learner.device.type, dtype=torch.bfloat16) if mine.autocast == "bfloat16"
+                else contextlib.nullcontext())
+    agreement = gradient_agreement(d) if mine.autocast == "bfloat16" else None
     times = []
     losses = []
     for i in range(mine.warmup + cfg.distill.outer_steps):
         t0 = time.perf_counter()
         if mine.impl == "engine":
-            rec = d.train_step()
+            with autocast:
+                rec = d.train_step()
             losses.append(rec["real_loss"])
         else:
             from reference_step import reference_hypergradient
@@ -54,7 +84,9 @@ def main(argv: list[str]) -> None:
     record = {"bench": "outer_step", "impl": mine.impl, "median_s": statistics.median(times),
               "mean_s": statistics.fmean(times), "min_s": min(times), "steps_timed": len(times),
               "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_load_mb": round(rss_loaded, 1),
-              "final_real_loss": losses[-1], "machine": machine(), "config": cfg.to_dict()}
+              "final_real_loss": losses[-1], "autocast": mine.autocast, "machine": machine(), "config": cfg.to_dict()}
+    if agreement is not None:
+        record["bf16_gradient_cosine_to_float32"] = agreement
     if torch.cuda.is_available():
         record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     emit(record)
