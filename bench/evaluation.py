@@ -58,10 +58,10 @@ def main(argv: list[str]) -> None:
         with torch.no_grad():
             for s in range(0, len(enc), 32):
                 idx = list(range(s, min(s + 32, len(enc))))
-                b = collate(enc, idx)
+                b = collate(enc, idx).to(learner.device)
                 out = learner.forward(theta, input_ids=b.input_ids, attention_mask=b.attention_mask,
                                       token_type_ids=b.token_type_ids, eager=True)
-                preds[idx] = out.logits.argmax(-1).numpy()
+                preds[idx] = out.logits.argmax(-1).cpu().numpy()
         plain_rows.append(compute_metrics(preds, labels, metrics))
     plain_per_learner = (time.perf_counter() - t0) / mine.plain_learners
     same = all(abs(plain_rows[i]["accuracy"] - engine["per_learner"][i]["accuracy"]) < 1e-9
