@@ -301,11 +301,13 @@ class Study:
             self.log(f"[{i}/{len(rows)}] {row.key}: " + ", ".join(
                 f"{k} {v['mean']:.2f} ± {v['std']:.2f} (n={v['n']})" for k, v in m.items())
                 + f" in {r['wall_seconds']:.0f} s")
-            self.write_summary(rows)
-        return self.write_summary(rows)
+            self.write_summary()
+        return self.write_summary()
 
-    def write_summary(self, rows: list[StudyRow]) -> list[dict]:
-        finished = [read_json(self.result_path(r)) for r in rows if self.result_path(r).exists()]
+    def write_summary(self) -> list[dict]:
+        """Every finished row of the preset, `--only` or not: a partial run must not drop earlier rows."""
+        everything = PRESETS[self.config.preset](self.config)
+        finished = [read_json(self.result_path(r)) for r in everything if self.result_path(r).exists()]
         write_json(self.out / "summary.json", finished)
         return finished
 

@@ -95,6 +95,10 @@ def test_a_study_resumes_and_redoes_an_interrupted_row(smoke_study):
     after = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
     assert all(after[name] == mtime for name, mtime in before.items() if name != f"{victim['key']}.json")
     assert not any("grid demo" in line for line in log)   # the pilots are not run twice
+    # a run of a subset (--only) keeps every finished row in the summary
+    subset = Study(StudyConfig(out=str(out), only=("majority",), **TINY), log=log.append).run()
+    assert [r["key"] for r in subset] == [r["key"] for r in rows]
+    assert [r["key"] for r in load_summary(out / "summary.json")] == [r["key"] for r in rows]
 
 
 def test_load_summary_names_the_file_and_the_row(tmp_path):
