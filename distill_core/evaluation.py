@@ -105,12 +105,7 @@ def predict_logits(learner: Learner, params: Params, encoded: EncodedSplit, max_
     out = torch.empty((len(encoded), learner.num_labels),
                       dtype=torch.float32 if learner.dtype == torch.bfloat16 else learner.dtype)
     dev = learner.device
-    ctx = scoring_precision(learner, precision)
-    if isinstance(ctx, torch.autocast) and learner.encoder_spec is not None:
-        # Autocast would re-cast every weight matrix in every batch; casting them once per learner gives
-        # the same bf16 values (embedding tables and vectors stay float32, as under autocast).
-        params = {k: v.to(torch.bfloat16) if v.dim() == 2 and "embeddings." not in k else v for k, v in params.items()}
-    with ctx:
+    with scoring_precision(learner, precision):
         for idx, batch in (batches if batches is not None else eval_batches(learner, encoded, max_tokens)):
             out[torch.as_tensor(idx)] = learner.real_logits(params, batch.to(dev)).to(out.dtype).cpu()
     return out

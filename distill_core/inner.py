@@ -61,6 +61,17 @@ def _leaf(params: Params) -> Params:
     return {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
 
+def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = False) -> Params:
+    """theta - lr * grads in one fused pass over the parameters (in_place: overwrite theta's tensors)."""
+    keys = list(theta)
+    step = [grads[k].detach() for k in keys]
+    with torch.no_grad():
+        if in_place:
+            torch._foreach_add_([theta[k] for k in keys], step, alpha=-float(lr))
+            return theta
+        return dict(zip(keys, torch._foreach_add([theta[k].detach() for k in keys], step, alpha=-float(lr))))
+
+
 def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Params:
     """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation)."""
     cfg = distilled.config
@@ -71,11 +82,7 @@ def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Par
             p = _leaf(theta)
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
                               cfg.attention_loss_weight)
-            g = _grads(loss.total, p)
-            keys = list(p)
-            with torch.no_grad():  # the same fused update as the distiller's inner step
-                theta = dict(zip(keys, torch._foreach_add([p[k].detach() for k in keys], [g[k] for k in keys],
-                                                          alpha=-float(lrs[t]))))
+            theta = _sgd_step(p, _grads(loss.total, p), lrs[t])   # the distiller's inner update too
     return theta
 
 
@@ -141,14 +148,9 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         p = _leaf(theta)
         loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam)
         g = _grads(loss.total, p, create_graph=keep_graph)
-        keys = list(p)
-        step = [g[k].detach() for k in keys]
-        with torch.no_grad():  # theta - lr * G in one fused pass over the parameters
-            if in_place:
-                torch._foreach_add_([theta[k] for k in keys], step, alpha=-float(lrs[t]))
-                return theta, None, loss
-            new = torch._foreach_add([p[k].detach() for k in keys], step, alpha=-float(lrs[t]))
-        return dict(zip(keys, new)), (p, g) if keep_graph else None, loss
+        if in_place:
+            return _sgd_step(theta, g, lrs[t], in_place=True), None, loss
+        return _sgd_step(p, g, lrs[t]), (p, g) if keep_graph else None, loss
 
     def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> None:
         """Pull the adjoint `a` (dL/dtheta_{t+1}) back through step t in place; accumulate dL/dD."""

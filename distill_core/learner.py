@@ -14,6 +14,7 @@ from torch.func import functional_call
 
 from .encoder import bert_classifier, spec_for
 from .errors import UserError
+from .losses import attention_rows
 
 __all__ = ["ModelConfig", "Learner", "Params", "BUNDLED_MODEL", "resolve_model_path", "resolve_device",
            "load_learner", "learner_from_config"]
@@ -199,10 +200,7 @@ class Learner:
         if self.encoder_spec is not None:
             return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True)
         out = self.forward(params, inputs_embeds=embeds, output_attentions=attention != "none", eager=True)
-        if attention == "none":
-            return out.logits, None
-        stacked = torch.stack(tuple(out.attentions), dim=1)
-        return out.logits, stacked[..., 0, :] if attention == "cls" else stacked
+        return out.logits, None if attention == "none" else attention_rows(out.attentions, attention)
 
     @contextlib.contextmanager
     def attention_implementation(self, impl: str) -> Iterator[None]:

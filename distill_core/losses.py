@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "attention_kl_rows", "kl_to_attention", "ATTENTION_MODES"]
+__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "attention_kl_rows", "attention_rows", "kl_to_attention", "ATTENTION_MODES"]
 
 ATTENTION_MODES = ("none", "cls", "all")
 _TINY = 1e-12  # attention probabilities below this are clamped before the log
@@ -36,10 +36,14 @@ def attention_kl_per_head(label_logits: torch.Tensor, attentions: Sequence[torch
                   (B, K, H, L, L) for mode "all" (every query row; KL averaged over rows).
     attentions:   K tensors (B, H, L, L) of attention probabilities from the model.
     """
+    return attention_kl_rows(label_logits, attention_rows(attentions, mode), mode)
+
+
+def attention_rows(attentions: Sequence[torch.Tensor], mode: str = "cls") -> torch.Tensor:
+    """The K per-layer attention maps (B, H, L, L) stacked to what mode's labels compare with:
+    (B, K, H, L) [CLS] query rows for "cls", (B, K, H, L, L) for "all"."""
     actual = torch.stack(tuple(attentions), dim=1)                    # (B, K, H, L, L)
-    if mode == "cls":
-        actual = actual[..., 0, :]                                    # (B, K, H, L)
-    return attention_kl_rows(label_logits, actual, mode)
+    return actual[..., 0, :] if mode == "cls" else actual
 
 
 def attention_kl_rows(label_logits: torch.Tensor, actual: torch.Tensor, mode: str = "cls") -> torch.Tensor:
