@@ -61,6 +61,21 @@ def _leaf(params: Params) -> Params:
     return {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
 
+def release_values(g: Params) -> None:
+    """Free the memory of G_t's values once spent (update made, <a, G_t> taken) while its graph lives on.
+
+    The tensors stay the roots of the second backward pass, which reads only their graph and
+    shapes, so one parameter set less is alive while H_t a is built. Safe only where no node of
+    the graph saved G_t itself: true of the encoder's ops (tests/test_hypergradient.py checks it),
+    so other models keep their values.
+    """
+    for v in g.values():
+        try:
+            v.untyped_storage().resize_(0)
+        except RuntimeError:  # a backend whose storages cannot be resized keeps the values
+            return
+
+
 def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = False) -> Params:
     """theta - lr * grads in one fused pass over the parameters (in_place: overwrite theta's tensors)."""
     keys = list(theta)
@@ -164,6 +179,8 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar, so the eta path needs no parameter-sized graph.
         dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
         (d_lr,) = torch.autograd.grad(-F.softplus(lr_raw[t]) * dot, [lr_raw])
+        if learner.encoder_spec is not None:
+            release_values(g)
         grads["lr"] += d_lr.detach()
         eta_t = F.softplus(lr_raw[t].detach())
         # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from distill_core.data import RealBatch
 from distill_core.distilled import DistilledConfig, DistilledData
-from distill_core.inner import hypergradient
+from distill_core.inner import hypergradient, inner_loss
 from distill_core.losses import attention_kl, soft_cross_entropy
 from conftest import tiny_learner
 
@@ -129,3 +129,24 @@ def test_label_types(label_type):
     ref = torch.autograd.grad(ref_loss, [d.learnable()[n] for n in names])
     for n, r in zip(names, ref):
         torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("attention", ["cls", "all"])
+def test_released_gradient_values_are_not_saved_by_the_graph(attention):
+    """release_values frees G_t's memory before the second backward pass; that is exact only if no
+    node of the graph saved G_t itself, so the graph's saved tensors must not share its storage."""
+    learner, d, theta0, _ = make_case(2, True, attention=attention)
+    assert learner.encoder_spec is not None
+    p = {k: v.detach().requires_grad_(True) for k, v in theta0.items()}
+    loss = inner_loss(learner, p, d.step_batch(1), attention, d.config.attention_loss_weight)
+    saved: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        g = torch.autograd.grad(loss.total, list(p.values()), create_graph=True)
+    assert saved, "the second-order graph saved nothing: the check would be vacuous"
+    shared = [k for k, v in zip(p, g) if v.untyped_storage().data_ptr() in saved]
+    assert not shared, f"the graph saved gradient values of {shared}"
