@@ -7,11 +7,17 @@
 same data, batches and heads, so before/after numbers come from one machine and one run.
 --autocast bfloat16 times the engine under bf16 autocast and reports the cosine of its
 hypergradient to the float32 one (on one batch), which is why training stays float32.
+
+peak_rss_mb counts what glibc's allocator keeps besides live tensors. To measure the peak of live
+memory instead (what torch.cuda.max_memory_allocated counts on a GPU), run with
+MALLOC_MMAP_THRESHOLD_=65536: every buffer over 64 KiB then goes back to the OS when freed (slower,
+same peak of live data); the record's malloc_env says which setting a run used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -84,7 +90,8 @@ def main(argv: list[str]) -> None:
     record = {"bench": "outer_step", "impl": mine.impl, "median_s": statistics.median(times),
               "mean_s": statistics.fmean(times), "min_s": min(times), "steps_timed": len(times),
               "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_load_mb": round(rss_loaded, 1),
-              "final_real_loss": losses[-1], "autocast": mine.autocast, "machine": machine(), "config": cfg.to_dict()}
+              "final_real_loss": losses[-1], "autocast": mine.autocast, "machine": machine(), "config": cfg.to_dict(),
+              "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
     if agreement is not None:
         record["bf16_gradient_cosine_to_float32"] = agreement
     if torch.cuda.is_available():
