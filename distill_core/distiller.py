@@ -22,7 +22,7 @@ from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
 from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
-from .inner import hypergradient
+from .inner import RECOMPUTE_COPIES, hypergradient
 from .learner import Learner, ModelConfig, learner_from_config
 from .runs import RunDir, write_json
 
@@ -53,7 +53,7 @@ class DistillConfig:
     baselines: bool = True             # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
     inner_memory: str = "auto"         # store | recompute (memory flat in T) | auto (recompute for T > 5)
-    recompute_copies: int = 1          # recompute mode: parameter copies kept (0: least memory, most recomputation)
+    recompute_copies: int = RECOMPUTE_COPIES  # recompute mode: parameter copies kept (0: least memory, most recomputation)
     seed: int = 0
 
     def validate(self) -> None:

@@ -126,6 +126,8 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
     attention: "none"; "cls" returns the [CLS] query rows (B, K, H, S); "all" every row (B, K, H, S, S)
     (then the last layer runs on every position). Attention probabilities need eager=True.
     """
+    if attention != "none" and not eager:
+        raise ValueError("attention probabilities need eager=True")
     pre = spec.prefix
     e = pre + "embeddings."
     if inputs_embeds is None:
@@ -138,8 +140,6 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
     h = inputs_embeds + F.embedding(token_type_ids, params[e + "token_type_embeddings.weight"])
     h = h + F.embedding(position_ids, params[e + "position_embeddings.weight"])
     h = _norm(h, params, e + "LayerNorm", spec.eps)
-    if attention != "none" and not eager:
-        raise ValueError("attention probabilities need eager=True")
     rows = []
     for i in range(spec.num_layers):
         last = i == spec.num_layers - 1

@@ -61,7 +61,7 @@ def _leaf(params: Params) -> Params:
     return {k: v.detach().requires_grad_(True) for k, v in params.items()}
 
 
-def release_values(g: Params) -> None:
+def _release_values(g: Params) -> None:
     """Free the memory of G_t's values once spent (update made, <a, G_t> taken) while its graph lives on.
 
     The tensors stay the roots of the second backward pass, which reads only their graph and
@@ -157,6 +157,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
     mode, lam = cfg.attention_labels, cfg.attention_loss_weight
     lrs = distilled.inner_lrs().detach()
     grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
+    data_names = [n for n in names if n != "lr"]   # the lr's gradient is a scalar path of its own
 
     def step_forward(theta: Params, t: int, keep_graph: bool = False, in_place: bool = False):
         """theta_{t+1}; in_place overwrites `theta` (only for a copy nobody else holds)."""
@@ -180,12 +181,11 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
         (d_lr,) = torch.autograd.grad(-F.softplus(lr_raw[t]) * dot, [lr_raw])
         if learner.encoder_spec is not None:
-            release_values(g)
+            _release_values(g)
         grads["lr"] += d_lr.detach()
         eta_t = F.softplus(lr_raw[t].detach())
         # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
         # (one parameter set) is made; the parameter part is needed only for t > 0.
-        data_names = [n for n in names if n != "lr"]
         wrt = ([p[k] for k in keys] if t > 0 else []) + [learnable[n] for n in data_names]
         outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=[a[k] for k in keys],
                                    allow_unused=True)

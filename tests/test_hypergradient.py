@@ -133,7 +133,7 @@ def test_label_types(label_type):
 
 @pytest.mark.parametrize("attention", ["cls", "all"])
 def test_released_gradient_values_are_not_saved_by_the_graph(attention):
-    """release_values frees G_t's memory before the second backward pass; that is exact only if no
+    """_release_values frees G_t's memory before the second backward pass; that is exact only if no
     node of the graph saved G_t itself, so the graph's saved tensors must not share its storage."""
     learner, d, theta0, _ = make_case(2, True, attention=attention)
     assert learner.encoder_spec is not None
