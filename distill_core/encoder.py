@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .adjoint_fold import FoldSlot
+from .adjoint_fold import linear as fold_linear
+
 __all__ = ["EncoderSpec", "spec_for", "bert_classifier"]
 
 
@@ -42,8 +45,10 @@ def spec_for(module: torch.nn.Module) -> EncoderSpec | None:
     return EncoderSpec(int(cfg.num_hidden_layers), int(cfg.num_attention_heads), float(cfg.layer_norm_eps))
 
 
-def _linear(x: torch.Tensor, p: dict, name: str) -> torch.Tensor:
-    return F.linear(x, p[name + ".weight"], p[name + ".bias"])
+def _linear(x: torch.Tensor, p: dict, name: str, slot: FoldSlot | None = None) -> torch.Tensor:
+    if slot is None:
+        return F.linear(x, p[name + ".weight"], p[name + ".bias"])
+    return fold_linear(x, p[name + ".weight"], p[name + ".bias"], slot, name + ".weight")
 
 
 def _norm(x: torch.Tensor, p: dict, name: str, eps: float) -> torch.Tensor:
@@ -81,24 +86,24 @@ def _cls_slots(cls_index: torch.Tensor, rows: int, width: int):
 
 
 def _layer(p: dict, name: str, spec: EncoderSpec, h: torch.Tensor, mask, eager: bool, cls_index=None,
-           cls_only: bool = False):
+           cls_only: bool = False, fold: FoldSlot | None = None):
     """One BERT layer. cls_only: queries (and everything after attention) only at the [CLS] positions."""
     a = name + ".attention."
-    k = _heads(_linear(h, p, a + "self.key"), spec.num_heads)
-    v = _heads(_linear(h, p, a + "self.value"), spec.num_heads)
+    k = _heads(_linear(h, p, a + "self.key", fold), spec.num_heads)
+    v = _heads(_linear(h, p, a + "self.value", fold), spec.num_heads)
     if not cls_only:
-        q = _heads(_linear(h, p, a + "self.query"), spec.num_heads)
+        q = _heads(_linear(h, p, a + "self.query", fold), spec.num_heads)
         ctx, probs = _attend(q, k, v, mask, eager)
         resid = h
     elif cls_index is None:  # [CLS] is position 0 of every row
         resid = h[:, :1]
-        q = _heads(_linear(resid, p, a + "self.query"), spec.num_heads)
+        q = _heads(_linear(resid, p, a + "self.query", fold), spec.num_heads)
         ctx, probs = _attend(q, k, v, None if mask is None else mask[:, :, :1], eager)
     else:  # packed rows: several [CLS] per row, gathered into slots (R, C_max)
         R, W = h.shape[0], h.shape[1]
         row, slot, c_max = _cls_slots(cls_index, R, W)
         resid_flat = h.reshape(R * W, -1).index_select(0, cls_index)
-        q_flat = _linear(resid_flat, p, a + "self.query")
+        q_flat = _linear(resid_flat, p, a + "self.query", fold)
         q_slots = q_flat.new_zeros((R, c_max, q_flat.shape[-1]))
         q_slots[row, slot] = q_flat
         pos = cls_index - row * W
@@ -108,9 +113,9 @@ def _layer(p: dict, name: str, spec: EncoderSpec, h: torch.Tensor, mask, eager: 
         ctx_slots, probs = _attend(_heads(q_slots, spec.num_heads), k, v, m, eager)
         ctx = ctx_slots[row, slot]
         resid = resid_flat
-    h = _norm(_linear(ctx, p, a + "output.dense") + resid, p, a + "output.LayerNorm", spec.eps)
-    inter = F.gelu(_linear(h, p, name + ".intermediate.dense"))
-    h = _norm(_linear(inter, p, name + ".output.dense") + h, p, name + ".output.LayerNorm", spec.eps)
+    h = _norm(_linear(ctx, p, a + "output.dense", fold) + resid, p, a + "output.LayerNorm", spec.eps)
+    inter = F.gelu(_linear(h, p, name + ".intermediate.dense", fold))
+    h = _norm(_linear(inter, p, name + ".output.dense", fold) + h, p, name + ".output.LayerNorm", spec.eps)
     return h, probs
 
 
@@ -118,13 +123,15 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
                     input_ids: torch.Tensor | None = None, word_embeddings: torch.Tensor | None = None,
                     token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None, cls_index: torch.Tensor | None = None,
-                    attention: str = "none", eager: bool = False):
+                    attention: str = "none", eager: bool = False, fold_slot: FoldSlot | None = None):
     """Logits (B, C) and the attention the losses read.
 
     mask: (R, 1, S, S) or (R, 1, 1, S) bool, True = may attend (None: all tokens).
     cls_index: flat [CLS] positions of packed rows (None: position 0 of each row).
     attention: "none"; "cls" returns the [CLS] query rows (B, K, H, S); "all" every row (B, K, H, S, S)
     (then the last layer runs on every position). Attention probabilities need eager=True.
+    fold_slot: build the linears so that a reverse step can fold their part of H_t a into the adjoint
+    (distill_core.adjoint_fold); for a synthetic pass that will be differentiated twice.
     """
     if attention != "none" and not eager:
         raise ValueError("attention probabilities need eager=True")
@@ -144,7 +151,7 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
     for i in range(spec.num_layers):
         last = i == spec.num_layers - 1
         h, probs = _layer(params, f"{pre}encoder.layer.{i}", spec, h, mask, eager, cls_index,
-                          cls_only=last and attention != "all")
+                          cls_only=last and attention != "all", fold=fold_slot)
         if attention == "cls":
             rows.append(probs[:, :, 0])
         elif attention == "all":
@@ -153,6 +160,6 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
         cls = h if h.dim() == 2 else h.reshape(-1, h.shape[-1]).index_select(0, cls_index)
     else:
         cls = h[:, 0]
-    pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense"))
-    logits = _linear(pooled, params, "classifier")
+    pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense", fold_slot))
+    logits = _linear(pooled, params, "classifier", fold_slot)
     return logits, (torch.stack(rows, dim=1) if rows else None)

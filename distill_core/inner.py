@@ -18,11 +18,13 @@ fixed number of parameter copies and recompute the steps in between (memory flat
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .adjoint_fold import FoldSlot
 from .data import PackedBatch, RealBatch
 from .distilled import DistilledData, StepBatch
 from .learner import Learner, Params
@@ -39,10 +41,11 @@ class InnerLoss:
 
 
 def inner_loss(learner: Learner, params: Params, batch: StepBatch, attention_mode: str,
-               attention_weight: float) -> InnerLoss:
+               attention_weight: float, fold_slot: FoldSlot | None = None) -> InnerLoss:
     """L_task + lambda * L_attn of the learner with `params` on one synthetic batch."""
     want_attn = batch.attention_logits is not None and attention_mode != "none"
-    logits, rows = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none")
+    logits, rows = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none",
+                                             fold_slot)
     task = soft_cross_entropy(logits, batch.targets)
     if not want_attn:
         return InnerLoss(task, task, None)
@@ -120,6 +123,10 @@ def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch
     return loss_sum, grad
 
 
+def _loss_values(loss: InnerLoss) -> tuple[float, float | None]:
+    return float(loss.task.detach()), None if loss.attention is None else float(loss.attention.detach())
+
+
 @dataclass
 class HyperResult:
     real_loss: float                  # L_out at theta_T on the real batch
@@ -159,22 +166,28 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
     grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
     data_names = [n for n in names if n != "lr"]   # the lr's gradient is a scalar path of its own
 
+    def fold_slot(t: int) -> FoldSlot | None:
+        """For a synthetic pass a reverse step will differentiate twice (engine encoder only)."""
+        return FoldSlot(tap=t > 0) if learner.encoder_spec is not None else None
+
     def step_forward(theta: Params, t: int, keep_graph: bool = False, in_place: bool = False):
         """theta_{t+1}; in_place overwrites `theta` (only for a copy nobody else holds)."""
         p = _leaf(theta)
-        loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam)
+        slot = fold_slot(t) if keep_graph else None
+        loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam, slot)
         g = _grads(loss.total, p, create_graph=keep_graph)
         if in_place:
             return _sgd_step(theta, g, lrs[t], in_place=True), None, loss
-        return _sgd_step(p, g, lrs[t]), (p, g) if keep_graph else None, loss
+        return _sgd_step(p, g, lrs[t]), (p, g, slot) if keep_graph else None, loss
 
     def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> None:
         """Pull the adjoint `a` (dL/dtheta_{t+1}) back through step t in place; accumulate dL/dD."""
         if kept is not None:
-            p, g = kept
+            p, g, slot = kept
         else:
             p = _leaf(theta_t)
-            g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam).total, p, create_graph=True)
+            slot = fold_slot(t)
+            g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam, slot).total, p, create_graph=True)
         keys = list(p)
         lr_raw = distilled.lr_raw
         # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar, so the eta path needs no parameter-sized graph.
@@ -185,18 +198,24 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         grads["lr"] += d_lr.detach()
         eta_t = F.softplus(lr_raw[t].detach())
         # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
-        # (one parameter set) is made; the parameter part is needed only for t > 0.
-        wrt = ([p[k] for k in keys] if t > 0 else []) + [learnable[n] for n in data_names]
-        outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=[a[k] for k in keys],
-                                   allow_unused=True)
-        del g, kept
+        # (one parameter set) is made; the parameter part is needed only for t > 0. The linear
+        # weights' part goes into a as it is produced (adjoint_fold), the rest is returned.
+        folded = set(slot.keys) if slot is not None and t > 0 else set()
+        returned = [k for k in keys if k not in folded] if t > 0 else []
+        wrt = [p[k] for k in returned] + [learnable[n] for n in data_names]
+        fold = (slot.armed(a, -float(eta_t), weights_needed=t > 0, roots=g) if slot is not None
+                else contextlib.nullcontext())
+        with fold:
+            outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=[a[k] for k in keys],
+                                       allow_unused=True)
+        del g, kept, fold
         if t > 0:
             # a_t = a_{t+1} - eta_t H_t a_{t+1}, in place: one adjoint lives at a time.
-            pairs = [(a[k], v) for k, v in zip(keys, outs[: len(keys)]) if v is not None]
+            pairs = [(a[k], v) for k, v in zip(returned, outs[: len(returned)]) if v is not None]
             with torch.no_grad():
                 torch._foreach_add_([x for x, _ in pairs], [v for _, v in pairs], alpha=-float(eta_t))
             del pairs
-            outs = outs[len(keys):]
+            outs = outs[len(returned):]
         for name, v in zip(data_names, outs):
             if v is not None:
                 grads[name] -= eta_t * v.detach()
@@ -206,8 +225,10 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
             # Every step keeps its own (detached-input) graph, so the reverse pass recomputes nothing.
             theta, kept = theta0, []
             for t in range(T):
-                theta, graph, last_loss = step_forward(theta, t, keep_graph=True)
+                theta, graph, loss = step_forward(theta, t, keep_graph=True)
                 kept.append(graph)
+            last_losses = _loss_values(loss)
+            del loss, graph
             real_loss, a = real_loss_and_grad(learner, theta, real_batches)
             del theta
             for t in reversed(range(T)):
@@ -215,7 +236,10 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         else:
             theta = theta0
             for t in range(T):
-                theta, _, last_loss = step_forward(theta, t, in_place=t > 0)
+                theta, _, loss = step_forward(theta, t, in_place=t > 0)
+            # Floats only: the loss tensor's graph holds the last step's leaves, i.e. theta_T's memory.
+            last_losses = _loss_values(loss)
+            del loss
             real_loss, a = real_loss_and_grad(learner, theta, real_batches)
             del theta
 
@@ -238,5 +262,4 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                 segment(t0, theta_t0, mid, slots)
 
             segment(0, theta0, T, copies)
-    return HyperResult(real_loss, grads, float(last_loss.task.detach()),
-                       None if last_loss.attention is None else float(last_loss.attention.detach()))
+    return HyperResult(real_loss, grads, *last_losses)

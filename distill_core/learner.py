@@ -190,15 +190,18 @@ class Learner:
         return self.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             token_type_ids=batch.token_type_ids, eager=False).logits
 
-    def synthetic_forward(self, params: Params, embeds: torch.Tensor,
-                          attention: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
+    def synthetic_forward(self, params: Params, embeds: torch.Tensor, attention: str = "none",
+                          fold_slot=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits of a synthetic batch and the attention its labels are compared with.
 
         Eager attention throughout (the inner loop differentiates this pass twice). attention:
         "none"; "cls": [CLS] query rows (B, K, H, L); "all": every row (B, K, H, L, L).
+        fold_slot: an adjoint_fold.FoldSlot for a pass a reverse step will differentiate twice (engine
+        encoder only; the Hugging Face path ignores it).
         """
         if self.encoder_spec is not None:
-            return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True)
+            return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True,
+                                   fold_slot=fold_slot)
         out = self.forward(params, inputs_embeds=embeds, output_attentions=attention != "none", eager=True)
         return out.logits, None if attention == "none" else attention_rows(out.attentions, attention)
 

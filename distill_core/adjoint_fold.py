@@ -1,0 +1,140 @@
+"""Fold the weight part of H_t a into the adjoint as each piece is produced.
+
+In a reverse step the second backward pass builds d<a, G_t>/dtheta_t, and each linear weight W
+receives two contributions: one from the inner backward pass (dX = dY W) early in the pass, one
+from the forward pass (Y = X W^T) late in it. Autograd holds the first until the second arrives,
+so a whole parameter set of partial sums is alive at the end of every reverse step; then it is
+added into the adjoint. Here both contributions are added into the adjoint (scaled by -eta_t) the
+moment they exist and are freed at once, so that set is never alive: it is what keeps memory flat
+in T when the inner steps are recomputed. The arithmetic is the same (the sum is only regrouped).
+
+The adjoint a is also the pass's input (grad_outputs): a[W] is read once, by the node that made
+G_t[W]. A contribution that arrives before that node has run is held back and added just after
+it, so the result never depends on the engine's order.
+
+The synthetic pass builds its linears with `linear()` and a `FoldSlot` when its graph will be
+differentiated twice; the slot is armed only for the reverse step's pass (`FoldSlot.armed`), so
+the inner backward pass (which computes G_t) gets the usual gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch.autograd import Function
+
+__all__ = ["FoldSlot", "linear"]
+
+
+class FoldSlot:
+    """The meeting point of one inner step's graph and the reverse step that differentiates it."""
+
+    def __init__(self, tap: bool):
+        # tap: route the inner backward pass's uses of each weight through _Tap, so that their
+        # contributions can be folded too (only steps t > 0 need the weight part of H_t a).
+        self.tap = tap
+        self.keys: list[str] = []            # the weights built through linear(), in order
+        self.adjoint: dict[str, torch.Tensor] | None = None
+        self.scale = 0.0
+        self.weights_needed = False
+        self._read: set[str] = set()
+        self._held: dict[str, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def armed(self, adjoint: dict[str, torch.Tensor], scale: float, weights_needed: bool,
+              roots: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Fold into `adjoint` (times `scale`) during the pass; roots: G_t's weight entries (their nodes read a)."""
+        self.adjoint, self.scale, self.weights_needed = adjoint, scale, weights_needed
+        self._read, self._held = set(), {}
+        handles = []
+        if weights_needed:
+            for key in self.keys:
+                node = roots[key].grad_fn
+                if node is None:   # G_t[key] does not depend on anything differentiated: a is never read
+                    self._read.add(key)
+                else:
+                    handles.append(node.register_hook(self._reader_done(key)))
+        try:
+            yield
+            for key in list(self._held):   # a node that was never run did not read a
+                self._mark_read(key)
+        finally:
+            for h in handles:
+                h.remove()
+            self.adjoint, self._held = None, {}
+
+    def _reader_done(self, key: str):
+        def hook(grad_inputs, grad_outputs):
+            self._mark_read(key)
+        return hook
+
+    def _mark_read(self, key: str) -> None:
+        self._read.add(key)
+        for piece in self._held.pop(key, ()):
+            self.adjoint[key].add_(piece, alpha=self.scale)
+
+    def fold(self, key: str, piece: torch.Tensor) -> None:
+        if key in self._read:
+            self.adjoint[key].add_(piece, alpha=self.scale)
+        else:
+            self._held.setdefault(key, []).append(piece)
+
+
+class _Tap(Function):
+    """Identity on the weight; in an armed pass its gradient goes into the adjoint instead of onwards.
+
+    `anchor` (the layer input, which leads back to the distilled data) only makes the engine run
+    this node when the data's gradient is asked for; it gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, w, anchor, slot, key):
+        ctx.slot, ctx.key = slot, key
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        slot = ctx.slot
+        if slot.adjoint is None:
+            return g, None, None, None
+        if slot.weights_needed:
+            slot.fold(ctx.key, g)
+        return None, None, None, None
+
+
+class _Linear(Function):
+    """x W^T + b on 2-D x, with a backward made of ordinary (twice-differentiable) ops."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, slot, key):
+        ctx.save_for_backward(x, w)
+        ctx.slot, ctx.key, ctx.has_bias = slot, key, b is not None
+        return torch.addmm(b, x, w.t()) if b is not None else x.mm(w.t())
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        slot = ctx.slot
+        armed = slot.adjoint is not None
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            w_use = _Tap.apply(w, x, slot, ctx.key) if slot.tap and torch.is_grad_enabled() else w
+            gx = gy.mm(w_use)
+        if ctx.needs_input_grad[1] and not (armed and not slot.weights_needed):
+            gw = gy.t().mm(x)
+            if armed:
+                slot.fold(ctx.key, gw)
+                gw = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gx, gw, gb, None, None
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, slot: FoldSlot, key: str) -> torch.Tensor:
+    """F.linear for any leading shape, built so that `slot` can fold this weight's part of H_t a."""
+    if slot.tap:
+        slot.keys.append(key)
+    y = _Linear.apply(x.reshape(-1, x.shape[-1]), w, b, slot, key)
+    return y.view(*x.shape[:-1], y.shape[-1])
