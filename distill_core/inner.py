@@ -262,4 +262,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                 segment(t0, theta_t0, mid, slots)
 
             segment(0, theta0, T, copies)
+            # segment refers to itself through its closure; that cycle would keep the adjoint (one
+            # parameter set) alive until the next garbage collection instead of freeing it here.
+            del segment
     return HyperResult(real_loss, grads, *last_losses)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,3 +153,26 @@ def test_released_gradient_values_are_not_saved_by_the_graph(attention):
     assert saved, "the second-order graph saved nothing: the check would be vacuous"
     shared = [k for k, v in zip(p, g) if v.untyped_storage().data_ptr() in saved]
     assert not shared, f"the graph saved gradient values of {shared}"
+
+
+def _live_tensors() -> int:
+    with warnings.catch_warnings():   # touching every object wakes deprecated lazy attributes
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_hypergradient_leaves_nothing_for_the_garbage_collector(recompute):
+    """A reference cycle would keep a parameter set (the adjoint, theta_T) alive until the next collection."""
+    learner, d, theta0, batch = make_case(4, True)
+    hypergradient(learner, theta0, d, [batch], recompute=recompute, copies=1)
+    gc.collect()
+    gc.disable()
+    try:
+        res = hypergradient(learner, theta0, d, [batch], recompute=recompute, copies=1)
+        del res
+        alive = _live_tensors()
+        gc.collect()
+        assert _live_tensors() == alive
+    finally:
+        gc.enable()
