@@ -13,7 +13,8 @@ steps, one step at a time:
 Only the synthetic pass is differentiated twice (eager attention); the real batch needs
 one backward pass, so it runs with fused attention on packed (or length-sorted) batches.
 Two memory modes give the same gradient: keep each inner step's graph (fastest), or keep a
-fixed number of parameter copies and recompute the steps in between (memory flat in T).
+fixed number of parameter copies and recompute the steps in between (memory flat in T). In both,
+the linear weights' part of H_t a goes into the adjoint as it is produced (adjoint_fold).
 """
 
 from __future__ import annotations
