@@ -31,31 +31,30 @@ __all__ = ["FoldSlot", "linear"]
 class FoldSlot:
     """The meeting point of one inner step's graph and the reverse step that differentiates it."""
 
-    def __init__(self, tap: bool):
-        # tap: route the inner backward pass's uses of each weight through _Tap, so that their
-        # contributions can be folded too (only steps t > 0 need the weight part of H_t a).
-        self.tap = tap
+    def __init__(self, weights: bool):
+        # weights: the reverse step needs the weight part of H_t a (steps t > 0). Then the graph routes
+        # the inner backward pass's uses of each weight through _Tap and an armed pass folds both
+        # pieces; otherwise an armed pass computes no weight gradient at all.
+        self.weights = weights
         self.keys: list[str] = []            # the weights built through linear(), in order
         self.adjoint: dict[str, torch.Tensor] | None = None
         self.scale = 0.0
-        self.weights_needed = False
         self._read: set[str] = set()
         self._held: dict[str, list[torch.Tensor]] = {}
 
     @contextlib.contextmanager
-    def armed(self, adjoint: dict[str, torch.Tensor], scale: float, weights_needed: bool,
+    def armed(self, adjoint: dict[str, torch.Tensor], scale: float,
               roots: dict[str, torch.Tensor]) -> Iterator[None]:
         """Fold into `adjoint` (times `scale`) during the pass; roots: G_t's weight entries (their nodes read a)."""
-        self.adjoint, self.scale, self.weights_needed = adjoint, scale, weights_needed
+        self.adjoint, self.scale = adjoint, scale
         self._read, self._held = set(), {}
         handles = []
-        if weights_needed:
-            for key in self.keys:
-                node = roots[key].grad_fn
-                if node is None:   # G_t[key] does not depend on anything differentiated: a is never read
-                    self._read.add(key)
-                else:
-                    handles.append(node.register_hook(self._reader_done(key)))
+        for key in self.keys:   # empty unless self.weights
+            node = roots[key].grad_fn
+            if node is None:   # G_t[key] does not depend on anything differentiated: a is never read
+                self._read.add(key)
+            else:
+                handles.append(node.register_hook(self._reader_done(key)))
         try:
             yield
             for key in list(self._held):   # a node that was never run did not read a
@@ -99,8 +98,7 @@ class _Tap(Function):
         slot = ctx.slot
         if slot.adjoint is None:
             return g, None, None, None
-        if slot.weights_needed:
-            slot.fold(ctx.key, g)
+        slot.fold(ctx.key, g)   # taps exist only where slot.weights
         return None, None, None, None
 
 
@@ -120,9 +118,9 @@ class _Linear(Function):
         armed = slot.adjoint is not None
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            w_use = _Tap.apply(w, x, slot, ctx.key) if slot.tap and torch.is_grad_enabled() else w
+            w_use = _Tap.apply(w, x, slot, ctx.key) if slot.weights and torch.is_grad_enabled() else w
             gx = gy.mm(w_use)
-        if ctx.needs_input_grad[1] and not (armed and not slot.weights_needed):
+        if ctx.needs_input_grad[1] and not (armed and not slot.weights):
             gw = gy.t().mm(x)
             if armed:
                 slot.fold(ctx.key, gw)
@@ -134,7 +132,7 @@ class _Linear(Function):
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, slot: FoldSlot, key: str) -> torch.Tensor:
     """F.linear for any leading shape, built so that `slot` can fold this weight's part of H_t a."""
-    if slot.tap:
+    if slot.weights:
         slot.keys.append(key)
     y = _Linear.apply(x.reshape(-1, x.shape[-1]), w, b, slot, key)
     return y.view(*x.shape[:-1], y.shape[-1])

@@ -169,7 +169,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
 
     def fold_slot(t: int) -> FoldSlot | None:
         """For a synthetic pass a reverse step will differentiate twice (engine encoder only)."""
-        return FoldSlot(tap=t > 0) if learner.encoder_spec is not None else None
+        return FoldSlot(weights=t > 0) if learner.encoder_spec is not None else None
 
     def step_forward(theta: Params, t: int, keep_graph: bool = False, in_place: bool = False):
         """theta_{t+1}; in_place overwrites `theta` (only for a copy nobody else holds)."""
@@ -201,10 +201,10 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
         # (one parameter set) is made; the parameter part is needed only for t > 0. The linear
         # weights' part goes into a as it is produced (adjoint_fold), the rest is returned.
-        folded = set(slot.keys) if slot is not None and t > 0 else set()
+        folded = set(slot.keys) if slot is not None else set()   # empty at t = 0
         returned = [k for k in keys if k not in folded] if t > 0 else []
         wrt = [p[k] for k in returned] + [learnable[n] for n in data_names]
-        fold = (slot.armed(a, -float(eta_t), weights_needed=t > 0, roots=g) if slot is not None
+        fold = (slot.armed(a, -float(eta_t), roots=g) if slot is not None
                 else contextlib.nullcontext())
         with fold:
             outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=[a[k] for k in keys],

@@ -16,9 +16,9 @@ def test_a_piece_that_arrives_before_its_reader_waits_for_it():
     a0 = torch.randn(3, 4, dtype=torch.float64)
     adjoint = {"w": a0.clone()}
     piece = torch.randn(3, 4, dtype=torch.float64)
-    slot = FoldSlot(tap=True)
+    slot = FoldSlot(weights=True)
     slot.keys.append("w")
-    with slot.armed(adjoint, -0.5, weights_needed=True, roots={"w": root}):
+    with slot.armed(adjoint, -0.5, roots={"w": root}):
         slot.fold("w", piece)
         assert torch.equal(adjoint["w"], a0)          # held back: the reader has not run yet
         (read,) = torch.autograd.grad(root, [w], grad_outputs=[adjoint["w"]])
@@ -33,7 +33,7 @@ def test_linear_matches_torch_linear_to_second_order():
     b = torch.randn(3, dtype=torch.float64, generator=g, requires_grad=True)
     v = torch.randn(2, 5, 3, dtype=torch.float64, generator=g)
     outs = []
-    for f in (lambda: torch.nn.functional.linear(x, w, b), lambda: linear(x, w, b, FoldSlot(tap=True), "w")):
+    for f in (lambda: torch.nn.functional.linear(x, w, b), lambda: linear(x, w, b, FoldSlot(weights=True), "w")):
         y = f()
         gx, gw = torch.autograd.grad((torch.tanh(y) * v).sum(), [x, w], create_graph=True)
         outs.append((y, gx, gw, *torch.autograd.grad((gx.sin().sum() + (gw ** 2).sum()), [x, w, b])))
