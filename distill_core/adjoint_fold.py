@@ -4,13 +4,15 @@ In a reverse step the second backward pass builds d<a, G_t>/dtheta_t, and each l
 receives two contributions: one from the inner backward pass (dX = dY W) early in the pass, one
 from the forward pass (Y = X W^T) late in it. Autograd holds the first until the second arrives,
 so a whole parameter set of partial sums is alive at the end of every reverse step; then it is
-added into the adjoint. Here both contributions are added into the adjoint (scaled by -eta_t) the
-moment they exist and are freed at once, so that set is never alive: it is what keeps memory flat
-in T when the inner steps are recomputed. The arithmetic is the same (the sum is only regrouped).
+added into the adjoint. Here each contribution, a product of two activation-sized factors, is
+accumulated straight into the adjoint (scaled by -eta_t, one addmm_) where it would have been made,
+so that set is never alive, and no weight-sized piece is built and added afterwards either: it is
+what keeps memory flat in T when the inner steps are recomputed, and the fused product is faster
+than a product plus an add. The arithmetic is the same (the sum is only regrouped).
 
 The adjoint a is also the pass's input (grad_outputs): a[W] is read once, by the node that made
-G_t[W]. A contribution that arrives before that node has run is held back and added just after
-it, so the result never depends on the engine's order.
+G_t[W]. A contribution that arrives before that node has run is computed, held back and added just
+after it, so the result never depends on the engine's order.
 
 The synthetic pass builds its linears with `linear()` and a `FoldSlot` when its graph will be
 differentiated twice; the slot is armed only for the reverse step's pass (`FoldSlot.armed`), so
@@ -33,7 +35,7 @@ class FoldSlot:
 
     def __init__(self, weights: bool):
         # weights: the reverse step needs the weight part of H_t a (steps t > 0). Then the graph routes
-        # the inner backward pass's uses of each weight through _Tap and an armed pass folds both
+        # the inner backward pass's uses of each weight through _WeightUse and an armed pass folds both
         # pieces; otherwise an armed pass computes no weight gradient at all.
         self.weights = weights
         self.keys: list[str] = []            # the weights built through linear(), in order
@@ -74,32 +76,37 @@ class FoldSlot:
         for piece in self._held.pop(key, ()):
             self.adjoint[key].add_(piece, alpha=self.scale)
 
-    def fold(self, key: str, piece: torch.Tensor) -> None:
+    def fold(self, key: str, lhs: torch.Tensor, rhs: torch.Tensor) -> None:
+        """Add scale * lhs @ rhs into adjoint[key]; one fused addmm_, no piece in memory, once a[key] is read."""
         if key in self._read:
-            self.adjoint[key].add_(piece, alpha=self.scale)
+            self.adjoint[key].addmm_(lhs, rhs, alpha=self.scale)
         else:
-            self._held.setdefault(key, []).append(piece)
+            self._held.setdefault(key, []).append(lhs.mm(rhs))
 
 
-class _Tap(Function):
-    """Identity on the weight; in an armed pass its gradient goes into the adjoint instead of onwards.
+class _WeightUse(Function):
+    """gy @ W inside the inner backward pass; in an armed pass W's gradient (gy^T g) goes into the adjoint.
 
-    `anchor` (the layer input, which leads back to the distilled data) only makes the engine run
-    this node when the data's gradient is asked for; it gets no gradient.
+    Folding it here, rather than letting autograd hand W's gradient on, lets the product be
+    accumulated straight into the adjoint (addmm_) instead of being built as a weight-sized piece
+    and added afterwards.
     """
 
     @staticmethod
-    def forward(ctx, w, anchor, slot, key):
+    def forward(ctx, gy, w, slot, key):
+        ctx.save_for_backward(gy, w)
         ctx.slot, ctx.key = slot, key
-        return w.view_as(w)
+        return gy.mm(w)
 
     @staticmethod
     def backward(ctx, g):
+        gy, w = ctx.saved_tensors
         slot = ctx.slot
-        if slot.adjoint is None:
-            return g, None, None, None
-        slot.fold(ctx.key, g)   # taps exist only where slot.weights
-        return None, None, None, None
+        g_gy = g.mm(w.t()) if ctx.needs_input_grad[0] else None
+        if slot.adjoint is not None:   # these nodes exist only where slot.weights
+            slot.fold(ctx.key, gy.t(), g)
+            return g_gy, None, None, None
+        return g_gy, gy.t().mm(g) if ctx.needs_input_grad[1] else None, None, None
 
 
 class _Linear(Function):
@@ -118,13 +125,12 @@ class _Linear(Function):
         armed = slot.adjoint is not None
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            w_use = _Tap.apply(w, x, slot, ctx.key) if slot.weights and torch.is_grad_enabled() else w
-            gx = gy.mm(w_use)
-        if ctx.needs_input_grad[1] and not (armed and not slot.weights):
+            gx = _WeightUse.apply(gy, w, slot, ctx.key) if slot.weights and torch.is_grad_enabled() else gy.mm(w)
+        if armed:
+            if slot.weights:
+                slot.fold(ctx.key, gy.t(), x)
+        elif ctx.needs_input_grad[1]:
             gw = gy.t().mm(x)
-            if armed:
-                slot.fold(ctx.key, gw)
-                gw = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(0)
         return gx, gw, gb, None, None

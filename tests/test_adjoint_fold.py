@@ -15,15 +15,17 @@ def test_a_piece_that_arrives_before_its_reader_waits_for_it():
     root = w * 3.0                      # stands for G_t[W]; its node reads a[W]
     a0 = torch.randn(3, 4, dtype=torch.float64)
     adjoint = {"w": a0.clone()}
-    piece = torch.randn(3, 4, dtype=torch.float64)
+    lhs, rhs, late = (torch.randn(3, 5, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64),
+                      torch.randn(3, 2, dtype=torch.float64))
     slot = FoldSlot(weights=True)
     slot.keys.append("w")
     with slot.armed(adjoint, -0.5, roots={"w": root}):
-        slot.fold("w", piece)
+        slot.fold("w", lhs, rhs)
         assert torch.equal(adjoint["w"], a0)          # held back: the reader has not run yet
         (read,) = torch.autograd.grad(root, [w], grad_outputs=[adjoint["w"]])
+        slot.fold("w", late, rhs[:2])                 # after the reader: straight into the adjoint
     torch.testing.assert_close(read, 3.0 * a0)         # the reader saw the unfolded adjoint
-    torch.testing.assert_close(adjoint["w"], a0 - 0.5 * piece)
+    torch.testing.assert_close(adjoint["w"], a0 - 0.5 * (lhs @ rhs) - 0.5 * (late @ rhs[:2]))
 
 
 def test_linear_matches_torch_linear_to_second_order():
