@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 from dataclasses import dataclass, field
@@ -291,11 +293,29 @@ class EncodedSplit:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a tokenizer builds one list per example.
+
+    Those lists hold no cycles, but each few hundred of them start a collection that walks every
+    object built so far: tokenising SST-2's 67k training sentences took 2.0-2.3 s with the
+    collector running and 1.1-1.2 s with it paused.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def encode_split(split: Split, tokenizer, max_length: int) -> EncodedSplit:
     """Tokenise a split once: [CLS] a [SEP] (b [SEP]), truncated to max_length."""
     firsts = [t[0] for t in split.texts]
     seconds = [t[1] for t in split.texts] if split.texts and len(split.texts[0]) > 1 else None
-    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=False)
+    with _collector_paused():
+        enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length, padding=False)
     types = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
     return EncodedSplit(enc["input_ids"], types, torch.as_tensor(split.labels, dtype=torch.long))
 
