@@ -31,10 +31,15 @@ _URL = re.compile(r"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s"'<>)]*""")
 @lru_cache(maxsize=1)
 def _libraries() -> tuple[str, str]:
     """(jquery, d3 v5) source text from the installed registry packages."""
-    import mpld3
+    import importlib.util
+
     import xstatic.pkg.jquery as xjq
 
-    d3 = (Path(mpld3.__file__).parent / "js" / "d3.v5.min.js").read_text(encoding="utf-8")
+    # find mpld3's folder without importing it: `import mpld3` imports matplotlib, for one JS file
+    spec = importlib.util.find_spec("mpld3")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the bertviz views need the package mpld3 (for its d3.v5.min.js)")
+    d3 = (Path(spec.submodule_search_locations[0]) / "js" / "d3.v5.min.js").read_text(encoding="utf-8")
     jquery = (Path(xjq.BASE_DIR) / "jquery.min.js").read_text(encoding="utf-8")
     d3 = "\n".join(line for line in d3.splitlines() if not line.startswith("//"))  # "// https://d3js.org" banner
     return jquery, d3
@@ -85,14 +90,33 @@ _FIT_WIDTH = """
 """
 
 
-def offline_page(body: str, title: str = "attention", note: str = "", after: str = "") -> str:
-    """A self-contained HTML document around bertviz output: libraries inlined, no CDN left."""
+# Page colours per theme; dark matches Streamlit's dark background so the iframe shows no seam.
+_THEMES = {
+    "light": {"bg": "#ffffff", "fg": "#222222", "note": "#555555", "hover": "lightgray"},
+    "dark": {"bg": "#0e1117", "fg": "#dddddd", "note": "#aaaaaa", "hover": "#3a3f4b"},
+}
+
+
+def _theme_css(mode: str) -> str:
+    t = _THEMES[mode]
+    css = (f":root {{ color-scheme: {mode}; }} body {{ margin: 6px; font-family: 'Helvetica Neue', Helvetica, "
+           f"Arial, sans-serif; background: {t['bg']}; color: {t['fg']}; }} "
+           f".note {{ font-size: 13px; color: {t['note']}; margin: 0 0 6px 0; }}")
+    if mode == "dark":
+        # bertviz paints SVG text black (model view axis labels, head view tokens by default) and a light-grey
+        # hover box; CSS beats SVG presentation attributes, so these stay readable on the dark page.
+        css += f" #vis svg text {{ fill: {t['fg']}; }} #vis svg rect.background {{ fill: {t['hover']}; }}"
+    return css
+
+
+def offline_page(body: str, title: str = "attention", note: str = "", after: str = "", dark: bool = False) -> str:
+    """A self-contained HTML document around bertviz output: libraries inlined, no CDN left; light or dark page."""
     jquery, d3 = _libraries()
     cleaned = _strip_cdn(body)
+    mode = "dark" if dark else "light"
     page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body {{ margin: 6px; font-family: 'Helvetica Neue', Helvetica, Arial, sans-serif; background: #fff;
-  color: #222; }} .note {{ font-size: 13px; color: #555; margin: 0 0 6px 0; }}</style>
+<html data-theme="{mode}"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_theme_css(mode)}</style>
 <script>{jquery}</script>
 <script>{d3}</script>
 <script>{_SHIM}</script>
@@ -155,20 +179,22 @@ def cls_comparison(label: np.ndarray | None, actual: np.ndarray, tokens: list[st
     return ClsComparison(rows, names, att, keep, note)
 
 
-def head_view_html(comp: ClsComparison, layer: int = 0, title: str = "bertviz head view") -> str:
+def head_view_html(comp: ClsComparison, layer: int = 0, title: str = "bertviz head view", dark: bool = False) -> str:
+    """bertviz's head view as an offline page; bertviz's head view has no display_mode, so the page CSS themes it."""
     from bertviz import head_view
 
     out = head_view(cross_attention=comp.as_layers(), encoder_tokens=comp.tokens, decoder_tokens=comp.rows,
                     layer=layer, html_action="return")
-    return offline_page(out.data, title, comp.note)
+    return offline_page(out.data, title, comp.note, dark=dark)
 
 
-def model_view_html(comp: ClsComparison, title: str = "bertviz model view") -> str:
+def model_view_html(comp: ClsComparison, title: str = "bertviz model view", dark: bool = False) -> str:
+    """bertviz's model view (display_mode "dark" or "light") as an offline page."""
     from bertviz import model_view
 
     out = model_view(cross_attention=comp.as_layers(), encoder_tokens=comp.tokens, decoder_tokens=comp.rows,
-                     display_mode="light", html_action="return")
-    return offline_page(out.data, title, comp.note, after=_FIT_WIDTH)
+                     display_mode="dark" if dark else "light", html_action="return")
+    return offline_page(out.data, title, comp.note, after=_FIT_WIDTH, dark=dark)
 
 
 def view_height(comp: ClsComparison, kind: str) -> int:

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = ["eval_points", "baselines", "accuracy_figure", "training_figure", "compare_figure", "primary_metric",
-           "live_numbers"]
+           "live_numbers", "smooth", "downsample", "MAX_POINTS"]
 
-_GREYS = ("#222222", "#666666", "#999999")
+# Inner-lr lines: greys that stay visible on the theme's background (dark greys vanish on a dark page).
+_GREYS = {False: ("#222222", "#666666", "#999999"), True: ("#eeeeee", "#bbbbbb", "#888888")}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+MAX_POINTS = 600   # per trace: a browser redraws a live chart every poll, 60,000 points per line is too slow
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving mean over the last `window` values (the first ones average what exists); window <= 1: a copy."""
+    if window < 0:
+        raise ValueError(f"smoothing window must be >= 0, got {window}")
+    vals = [float(v) for v in values]
+    if window <= 1 or not vals:
+        return vals
+    sums = np.cumsum([0.0, *vals])
+    # trailing, not centred: a live curve must not look ahead of the last step
+    return [float(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(vals))]
+
+
+def _keep(n: int, max_points: int) -> list[int]:
+    """Evenly spaced indices into n items: at most max_points of them, always the first and the last."""
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    if n <= max_points:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, max_points).round()})
+
+
+def downsample(steps: list[dict], max_points: int = MAX_POINTS) -> list[dict]:
+    """At most max_points of `steps`, evenly spaced, keeping the first and the last."""
+    return [steps[i] for i in _keep(len(steps), max_points)]
 
 
 def primary_metric(events: Iterable[dict], default: str = "accuracy") -> str:
@@ -49,11 +78,16 @@ def _band(fig: go.Figure, x, mean, std, color: str, name: str, row=None, col=Non
                              customdata=list(std), hovertemplate="step %{x}<br>%{y:.2f} ± %{customdata:.2f}"), **kw)
 
 
+def _thin(steps: list[int], mean: list[float], std: list[float], max_points: int):
+    keep = _keep(len(steps), max_points)
+    return [steps[i] for i in keep], [mean[i] for i in keep], [std[i] for i in keep]
+
+
 def accuracy_figure(events: list[dict], metric: str | None = None, total_steps: int | None = None,
-                    title: str | None = None, demo: bool = False) -> go.Figure:
+                    title: str | None = None, demo: bool = False, max_points: int = MAX_POINTS) -> go.Figure:
     """Metric vs outer step: mean line with a ± std band; majority and random real k-shot as lines."""
     metric = metric or primary_metric(events)
-    steps, mean, std = eval_points(events, metric)
+    steps, mean, std = _thin(*eval_points(events, metric), max_points)
     fig = go.Figure()
     if steps:
         _band(fig, steps, mean, std, _COLORS[0], f"distilled ({metric})")
@@ -75,18 +109,37 @@ def accuracy_figure(events: list[dict], metric: str | None = None, total_steps: 
     return fig
 
 
-def training_figure(events: list[dict], label_names: list[str] | None = None, max_label_lines: int = 12) -> go.Figure:
-    """Real-data loss, learned inner lr(s) and the learned labels, per outer step."""
-    steps = [e for e in events if e.get("type") == "step"]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("real-data loss (outer)", "learned inner lr",
-                                                        "learned labels (target of each sample)"))
+_smooth = smooth   # training_figure's `smooth` argument shadows the function
+
+
+def training_figure(events: list[dict], label_names: list[str] | None = None, max_label_lines: int = 12,
+                    smooth: int = 0, max_points: int = MAX_POINTS, dark: bool = False) -> go.Figure:
+    """Real-data loss (optionally smoothed over `smooth` steps), learned inner lr(s) and labels, per outer step."""
+    if smooth < 0:
+        raise ValueError(f"smooth (a window in outer steps) must be >= 0, got {smooth}")
+    every = [e for e in events if e.get("type") == "step"]
+    keep = _keep(len(every), max_points)
+    steps = [every[i] for i in keep]
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.1,   # room for each subplot's y-axis title
+                        subplot_titles=("real-data loss (outer)", "learned inner lr", "learned labels (targets)"))
     x = [e["step"] for e in steps]
-    fig.add_trace(go.Scatter(x=x, y=[e["real_loss"] for e in steps], mode="lines", name="real loss",
-                             line={"color": _COLORS[0]}), row=1, col=1)
+    loss = [e["real_loss"] for e in steps]
+    if smooth > 1:
+        # smoothed over every step, then thinned, so the line does not depend on max_points
+        smoothed = _smooth([e["real_loss"] for e in every], smooth)
+        fig.add_trace(go.Scatter(x=x, y=loss, mode="lines", name="real loss", opacity=0.3,
+                                 line={"color": _COLORS[0], "width": 1}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[smoothed[i] for i in keep], mode="lines",
+                                 name=f"real loss, mean of {smooth} steps", line={"color": _COLORS[0], "width": 2}),
+                      row=1, col=1)
+    else:
+        fig.add_trace(go.Scatter(x=x, y=loss, mode="lines", name="real loss", line={"color": _COLORS[0]}),
+                      row=1, col=1)
     T = len(steps[-1]["inner_lrs"]) if steps else 0
+    greys = _GREYS[dark]
     for t in range(T):
         fig.add_trace(go.Scatter(x=x, y=[e["inner_lrs"][t] for e in steps], mode="lines", name=f"lr step {t + 1}",
-                                 line={"color": _GREYS[t % len(_GREYS)], "dash": ("solid", "dash", "dot")[t % 3]}),
+                                 line={"color": greys[t % len(greys)], "dash": ("solid", "dash", "dot")[t % 3]}),
                       row=1, col=2)
     if steps and steps[-1].get("labels"):
         N, C = len(steps[-1]["labels"]), len(steps[-1]["labels"][0])
@@ -102,16 +155,18 @@ def training_figure(events: list[dict], label_names: list[str] | None = None, ma
                     line={"color": _COLORS[r % len(_COLORS)], "dash": "solid" if c == r % C else "dot"}),
                     row=1, col=3)
     fig.update_xaxes(title_text="outer step")
-    fig.update_layout(height=330, margin={"l": 40, "r": 10, "t": 40, "b": 40}, showlegend=True,
+    for col, title in ((1, "loss"), (2, "learning rate"), (3, "label value")):
+        fig.update_yaxes(title_text=title, row=1, col=col)
+    fig.update_layout(height=330, margin={"l": 55, "r": 10, "t": 40, "b": 40}, showlegend=True,
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
 
-def compare_figure(curves: dict[str, list[dict]], metric: str = "accuracy") -> go.Figure:
+def compare_figure(curves: dict[str, list[dict]], metric: str = "accuracy", max_points: int = MAX_POINTS) -> go.Figure:
     """Several runs' metric curves (mean ± std) on one chart."""
     fig = go.Figure()
     for i, (name, events) in enumerate(curves.items()):
-        steps, mean, std = eval_points(events, metric)
+        steps, mean, std = _thin(*eval_points(events, metric), max_points)
         if steps:
             _band(fig, steps, mean, std, _COLORS[i % len(_COLORS)], name)
     fig.update_layout(title=f"{metric} vs outer step", xaxis_title="outer step", yaxis_title=f"{metric} (%)",

@@ -10,11 +10,38 @@ import pandas as pd
 
 from ..distilled import DistilledData
 from ..runs import RunDir
+from ..tasks import TASKS
 from .curves import eval_points, primary_metric
 
-__all__ = ["run_summary", "runs_table", "flat_config", "settings_frame", "distilled_json", "final_score"]
+__all__ = ["run_summary", "runs_table", "flat_config", "settings_frame", "distilled_json", "final_score",
+           "measured_on", "MISSING"]
 
 _TERMINAL = ("done", "stopped", "error")
+MISSING = "–"   # what a table cell shows for a value that is not there (never "None" or "nan")
+
+
+def _split_name(cfg: dict) -> str | None:
+    """The evaluation split a run scores on: the task's (e.g. 'validation') or the custom eval file's name."""
+    data = cfg.get("data") or {}
+    if data.get("eval_file"):
+        return str(data["eval_file"]).replace("\\", "/").rsplit("/", 1)[-1]
+    task = TASKS.get(data.get("task") or "")
+    return task.eval_split if task else None
+
+
+def measured_on(learners: Any = None, rows: Any = None, split: str | None = None, extra: str | None = None) -> str:
+    """'10 learners · 300 rows · validation', leaving out what is unknown; '–' if nothing is."""
+    parts = []
+    if learners is not None:
+        parts.append(f"{learners} learner{'' if learners == 1 else 's'}")
+    if rows is not None:
+        parts.append(f"{rows} rows")
+    parts += [p for p in (split, extra) if p]
+    return " · ".join(parts) or MISSING
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def final_score(events: list[dict], metric: str) -> tuple[float, float, int] | None:
@@ -34,8 +61,12 @@ def run_summary(run: RunDir, events: list[dict] | None = None) -> dict[str, Any]
     last = next((e["type"] for e in reversed(events) if e.get("type") in _TERMINAL), None)
     steps = [e["step"] for e in events if e.get("type") == "step"]
     final = final_score(events, metric)
+    start = next((e for e in reversed(events) if e.get("type") == "start"), {})   # a resumed run: its last start
     ev = results.get("evaluation") or {}
     ev_m = (ev.get("metrics") or {}).get(metric)
+    split = _split_name(cfg)
+    ev_from = None if not ev else str(ev.get("checkpoint") or "checkpoint") + (
+        f" (step {ev['step']})" if ev.get("step") is not None else "")
     d, o = cfg.get("distilled", {}), cfg.get("distill", {})
     data = cfg.get("data", {})
     return {
@@ -46,15 +77,28 @@ def run_summary(run: RunDir, events: list[dict] | None = None) -> dict[str, Any]
         "step": max(steps) if steps else 0,
         "of": o.get("outer_steps"),
         f"final {metric}": None if final is None else f"{final[0]:.1f} ± {final[1]:.1f}",
-        f"evaluated {metric}": None if ev_m is None else f"{ev_m['mean']:.1f} ± {ev_m['std']:.1f} (n={ev_m['n']})",
+        "final measured on": None if final is None else measured_on(
+            start.get("eval_learners", (cfg.get("distill") or {}).get("eval_learners")), start.get("eval_rows"), split),
+        f"evaluated {metric}": None if ev_m is None else f"{ev_m['mean']:.1f} ± {ev_m['std']:.1f}",
+        "evaluated measured on": None if ev_m is None else measured_on(
+            ev.get("learners", ev_m.get("n")), ev.get("eval_rows"), split, ev_from),
         "L": d.get("seq_len"), "spc": d.get("samples_per_class"), "T": d.get("inner_steps"),
         "labels": d.get("label_type"), "attention": d.get("attention_labels"),
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
     }
 
 
+def _fill_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns with a gap become text with MISSING in it; full columns keep their type (and sort as numbers)."""
+    for col in frame.columns:
+        if frame[col].map(_missing).any():
+            frame[col] = frame[col].map(lambda v: MISSING if _missing(v) else str(v))
+    return frame
+
+
 def runs_table(runs: list[RunDir]) -> pd.DataFrame:
-    return pd.DataFrame([run_summary(r) for r in runs])
+    """One row per run (see run_summary); a missing value shows as '–'."""
+    return _fill_missing(pd.DataFrame([run_summary(r) for r in runs]))
 
 
 def flat_config(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -72,7 +116,8 @@ def settings_frame(runs: list[RunDir], only_different: bool = True) -> pd.DataFr
     """Settings as rows, runs as columns; by default only the settings that differ."""
     flat = {r.name: flat_config(r.config()) for r in runs}
     keys = sorted({k for f in flat.values() for k in f})
-    frame = pd.DataFrame({name: [f.get(k) for k in keys] for name, f in flat.items()}, index=keys).astype(str)
+    frame = pd.DataFrame({name: [MISSING if _missing(f.get(k)) else str(f.get(k)) for k in keys]
+                          for name, f in flat.items()}, index=keys)
     if only_different and len(runs) > 1:
         frame = frame[frame.nunique(axis=1) > 1]
     return frame

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["nearest_frame", "mass_figure", "weighted_line_html", "checkpoint_frame", "change_figure"]
+__all__ = ["nearest_frame", "mass_figure", "weighted_line_html", "sample_caption", "checkpoint_frame", "change_figure"]
 
 Nearest = list[list[tuple[str, float]]]   # per position: top-k (token, cosine)
 
@@ -36,17 +36,25 @@ def mass_figure(tokens: list[str], mass: np.ndarray, title: str = "attention-lab
     return fig
 
 
-def weighted_line_html(tokens: list[str], mass: np.ndarray | None) -> str:
-    """The decoded line with each token shaded by its attention-label mass (darker = more, min to max)."""
+def sample_caption(row: int, label_names: list[str] | None = None) -> str:
+    """'sample 0 · class positive': row r of the distilled data holds class r % C."""
+    if not label_names:
+        return f"sample {row}"
+    return f"sample {row} · class {label_names[row % len(label_names)]}"
+
+
+def weighted_line_html(tokens: list[str], mass: np.ndarray | None, dark: bool = False) -> str:
+    """The decoded line with each token shaded by its attention-label mass (stronger = more, min to max)."""
     if mass is None:
         return "<p>" + " ".join(html.escape(t) for t in tokens) + "</p>"
     lo, hi = float(np.min(mass)), float(np.max(mass))
+    faint = "#eee" if dark else "#111"   # text on a nearly transparent box sits on the page's own background
     spans = []
     for tok, m in zip(tokens, mass):
         alpha = 0.06 + 0.84 * ((float(m) - lo) / (hi - lo) if hi > lo else 0.5)
         spans.append(f'<span title="mass {float(m):.4f}" style="background: rgba(31,119,180,{alpha:.2f}); '
                      f'padding: 1px 3px; margin: 1px; border-radius: 3px; display: inline-block; '
-                     f'color: {"#fff" if alpha > 0.55 else "#111"}">{html.escape(tok)}</span>')
+                     f'color: {"#fff" if alpha > 0.55 else faint}">{html.escape(tok)}</span>')
     return '<div style="line-height: 1.9; font-family: monospace">' + "".join(spans) + "</div>"
 
 
