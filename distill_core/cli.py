@@ -276,7 +276,9 @@ def _cmd_evaluate(a) -> int:
                                 progress=lambda done, total: bar.update(1))
     bar.close()
     run.update_results(evaluation={"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
-                                   "precision": a.precision, "eval_rows": len(prep.eval), "metrics": result["metrics"],
+                                   "precision": a.precision, "eval_rows": len(prep.eval),
+                                   "split": prep.task.spec.eval_split if not cfg.data.is_custom else "evaluation file",
+                                   "metrics": result["metrics"],
                                    "per_learner": result["per_learner"], "seconds": result["seconds"],
                                    "step": distilled.meta.get("step"), "demo": prep.task.is_demo})
     print(json.dumps(result["metrics"]))

@@ -119,9 +119,11 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(p)
         if suffix == ".csv":
+            _check_delimited(p, ",", quoting=True)
             return pd.read_csv(p, keep_default_na=False)
         if suffix == ".tsv":
             import csv
+            _check_delimited(p, "\t", quoting=False)
             return pd.read_csv(p, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
         if suffix == ".jsonl":
             return pd.read_json(p, lines=True)
@@ -130,6 +132,34 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as exc:  # parsers raise many types; the user needs the file name and the reason
         raise UserError(f"could not read {p}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     raise UserError(f"unsupported data file type {suffix!r} for {p}; use one of {', '.join(TABLE_SUFFIXES)}")
+
+
+def _check_delimited(path: Path, delimiter: str, quoting: bool) -> None:
+    """Refuse a csv/tsv whose rows do not have the header's number of fields, naming the line.
+
+    pandas pads short rows with empty strings, so a broken file would otherwise surface much later
+    as "a single class ('')" or as labels that are not labels.
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="strict") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=True,
+                            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{path} is empty (no header line)")
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise UserError(f"could not parse {path}: line {reader.line_num} has {len(row)} field(s) but the "
+                                    f"header has {len(header)} ({', '.join(map(repr, header[:4]))}); "
+                                    + ("quote texts that contain commas" if delimiter == "," else
+                                       "a text that contains a tab?"))
+        except csv.Error as exc:
+            raise UserError(f"could not parse {path} near line {reader.line_num}: {exc}"
+                            + (" (a quote that is never closed?)" if "end of data" in str(exc) else "")) from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"could not read {path}: it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _find_split_file(data_dir: Path, task: str, split: str) -> Path | None:
@@ -157,6 +187,11 @@ def _frame_to_split(frame: pd.DataFrame, text_fields: Sequence[str], label_field
     if raw.isna().any():
         raise UserError(f"{where}: column {label_field!r} has {int(raw.isna().sum())} empty label(s)")
     keys = [_label_key(v) for v in raw.tolist()]
+    empty = [i for i, k in enumerate(keys) if k == ""]
+    if empty:
+        rows = ", ".join(str(i + 1) for i in empty[:5])
+        raise UserError(f"{where}: {len(empty)} row(s) have an empty label in column {label_field!r} "
+                        f"(data row(s) {rows}{', ...' if len(empty) > 5 else ''}, counting from 1 after the header)")
     if label_names is None:  # custom train file: its distinct labels, numbers in numeric order
         distinct = set(keys)
         numeric = all(k.lstrip("-").isdigit() for k in distinct)

@@ -57,8 +57,8 @@ class DistillConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.outer_steps < 0:
-            raise UserError(f"outer_steps must be >= 0, got {self.outer_steps}")
+        if self.outer_steps < 1:
+            raise UserError(f"outer_steps must be >= 1, got {self.outer_steps}")
         if self.optimizer not in ("adam", "adamw"):
             raise UserError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
         for name in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr"):
@@ -172,7 +172,8 @@ class Distiller:
     """Runs the outer loop of METHOD.md and reports through callbacks."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, prepared: Prepared | None = None,
-                 callbacks: list[Callback] | None = None, resume: bool = False):
+                 callbacks: list[Callback] | None = None, resume: bool = False, run_info: dict | None = None):
+        """run_info: what the user said about a new run (name, notes, who started it), kept in config.json."""
         config.validate()
         self.config = config
         self.run = RunDir(Path(run_dir)) if run_dir is not None else None
@@ -198,7 +199,8 @@ class Distiller:
                                     "choose another --out or resume it")
                 self.run.path.mkdir(parents=True, exist_ok=True)
                 write_json(self.run.config_path, {**config.to_dict(), "task_source": self.prep.task.source,
-                                                  "demo": self.prep.task.is_demo})
+                                                  "demo": self.prep.task.is_demo,
+                                                  **({"run": dict(run_info)} if run_info else {})})
 
     # --- setup -----------------------------------------------------------------------------
     def add_callback(self, fn: Callback) -> None:

@@ -13,7 +13,10 @@ from typing import Any, Iterator
 from .distilled import atomic_write_bytes
 from .errors import UserError
 
-__all__ = ["default_runs_dir", "RunDir", "list_runs", "write_json", "read_json", "new_run_name"]
+__all__ = ["default_runs_dir", "RunDir", "list_runs", "write_json", "read_json", "new_run_name", "move_to_trash",
+           "TRASH"]
+
+TRASH = ".trash"   # deleted runs go here (inside their runs root), never straight to oblivion
 
 
 def default_runs_dir() -> Path:
@@ -135,6 +138,25 @@ def list_runs(root: Path | str | None = None) -> list[RunDir]:
         return []
     runs = [RunDir(p) for p in base.iterdir() if p.is_dir() and (p / "config.json").exists()]
     return sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True)
+
+
+def move_to_trash(run: RunDir, root: Path | str | None = None) -> Path:
+    """Move a run into `root/.trash/` (one rename, so it is either listed or in the trash); returns its new path."""
+    base = Path(root) if root is not None else default_runs_dir()
+    src = run.path.resolve()
+    if src.parent != base.resolve():
+        raise UserError(f"{run.name} is not a run of {base}; only your own runs can be deleted")
+    if not run.exists():
+        raise UserError(f"{run.path} is not a run directory (no config.json)")
+    trash = base / TRASH
+    trash.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = trash / f"{run.name}-{stamp}", 1
+    while target.exists():
+        n += 1
+        target = trash / f"{run.name}-{stamp}-{n}"
+    os.rename(src, target)
+    return target
 
 
 def iter_events(run: RunDir, kind: str) -> Iterator[dict]:
