@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from distill_core import jobs
+from distill_core import jobs, preflight  # noqa: F401  (preflight: transformers imported once, before any session thread)
 from distill_core.distilled import DistilledData
 from distill_core.errors import UserError
 from distill_core.learner import Learner, load_learner
@@ -53,6 +53,14 @@ def load_checkpoint(run: RunDir, checkpoint: str) -> tuple[Learner, DistilledDat
         raise UserError(f"{run.name} has no checkpoint {checkpoint!r}")
     # device "auto": a run made on a GPU server still opens on a laptop
     return _cached_distilled(str(path), path.stat().st_mtime, cfg.get("name") or "bundled", "auto")
+
+
+def is_dark() -> bool:
+    """Whether the browser shows Streamlit's dark theme (figures and bertviz views follow it)."""
+    try:
+        return st.context.theme.type == "dark"
+    except Exception:  # older Streamlit or no browser (AppTest): light
+        return False
 
 
 def label_names(config: dict) -> list[str] | None:
@@ -167,86 +175,3 @@ def check_distilled_upload(run: RunDir, name: str, data: bytes) -> RunDir:
         except UserError as exc:
             raise UserError(str(exc).replace(str(path), repr(name))) from None
     return jobs.write_imported_run(run, data, name=Path(name).stem)
-
-
-def busy_notice(container, job: jobs.Job) -> None:
-    """Say which heavy job holds the machine, with a link to where it is shown."""
-    page = PAGES["distill"] if job.kind == "distill" else PAGES["runs"]
-    container.warning(f"A run is active: **{job.id}** ({job.kind}). One heavy run at a time on this machine.")
-    container.page_link(page, label=f"Open {job.run_dir.name}", query_params={"run": job.run_dir.name})
-
-
-def _clock(seconds) -> str:
-    return "–" if seconds is None else f"{int(seconds // 60)}:{int(seconds % 60):02d}"
-
-
-def live_run_panel(job: jobs.Job | None, run_id: str) -> None:
-    """Headline numbers and charts of a run; polls every 1.5 s while its job is active (a fragment)."""
-    from distill_core.views import curves
-
-    run = RunDir(default_runs_dir() / run_id)
-    was_active = job is not None and job.snapshot().active
-
-    @st.fragment(run_every=1.5 if was_active else None)
-    def panel() -> None:
-        snap = job.snapshot() if job else None
-        events = snap.events if snap else run.metrics()
-        start = next((e for e in events if e.get("type") == "start"), {})
-        st.subheader(f"Run {run_id}  ·  {snap.status if snap else 'saved'}")
-        if snap and snap.status == "error":
-            st.error(snap.message)
-        n = curves.live_numbers(events)
-        total = snap.total if snap else start.get("outer_steps", 0)
-        step = max([e["step"] for e in events if e.get("type") == "step"] or [0])
-        c = st.columns(6)
-        c[0].metric("Step", f"{step} / {total}")
-        c[1].metric("Elapsed", _clock(snap.elapsed if snap else None))
-        c[2].metric("ETA", _clock(snap.eta if snap and snap.active else None))
-        c[3].metric("Real-data loss", "–" if n["real_loss"] is None else f"{n['real_loss']:.3f}")
-        c[4].metric("Inner lr", "–" if n["inner_lrs"] is None else ", ".join(f"{x:.3g}" for x in n["inner_lrs"]))
-        c[5].metric(n["metric"].capitalize(), "–" if n["score"] is None else
-                    f"{n['score']['mean']:.1f} ± {n['score']['std']:.1f}", help=f"at step {n['score_step']}")
-        if snap and snap.active:
-            st.progress(min(1.0, step / max(1, total)), text=snap.message)
-            st.button("Stop", key="stop", on_click=job.stop)
-        cfg = run.config() if run.exists() else {}
-        if start:
-            cap, rows = (cfg.get("data") or {}).get("eval_rows"), start.get("eval_rows", "?")
-            subset = " (a random subset for speed; Runs › Evaluate scores the full split)" if rows == cap else ""
-            demo = " Built-in demo data: these numbers say nothing about real benchmarks." if start.get("demo") else ""
-            learners = (cfg.get("distill") or {}).get("eval_learners", "?")
-            st.caption(f"Accuracy: mean ± std over {learners} fresh learner{'' if learners == 1 else 's'} on {rows} "
-                       f"evaluation rows{subset}.{demo}")
-        st.plotly_chart(curves.accuracy_figure(events, total_steps=total), key="accuracy_chart")
-        st.plotly_chart(curves.training_figure(events, label_names(cfg)), key="training_chart")
-        if not (snap and snap.active):
-            for name, label in (("attention", "Attention"), ("tokens", "Nearest tokens"), ("runs", "Runs")):
-                st.page_link(PAGES[name], label=f"Open in {label}", query_params={"run": run_id})
-        if was_active and not (snap and snap.active):
-            st.rerun()   # finished: one full rerun turns polling off
-
-    panel()
-
-
-def evaluation_panel(run: RunDir, registry: jobs.JobRegistry) -> None:
-    """Progress of the run's latest evaluation job (polling while it runs) and the saved result."""
-    job = next((j for j in reversed(registry.jobs()) if j.kind == "evaluate" and j.run_dir == run.path), None)
-    was_active = job is not None and job.snapshot().active
-
-    @st.fragment(run_every=1.0 if was_active else None)
-    def panel() -> None:
-        snap = job.snapshot() if job else None
-        if snap and snap.active:
-            st.progress(snap.done_units / max(1, snap.total), text=f"{snap.message}: {snap.done_units}/{snap.total}")
-            st.button("Stop evaluation", key="stop_eval", on_click=job.stop)
-        elif snap and snap.status == "error":
-            st.error(snap.message)
-        ev = run.results().get("evaluation")
-        if ev:
-            st.success(f"{ev['checkpoint']} (step {ev.get('step')}), {ev['learners']} learners on {ev['eval_rows']} "
-                       "evaluation rows: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
-                                                      for k, v in ev["metrics"].items()))
-        if was_active and not (snap and snap.active):
-            st.rerun()
-
-    panel()

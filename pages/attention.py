@@ -3,7 +3,8 @@
 import streamlit as st
 
 from distill_core.views import attention, bertviz_html
-from pages._shared import export_buttons, inspect_cached, load_checkpoint, pick_checkpoint, pick_run, show_error
+from pages._shared import (export_buttons, inspect_cached, is_dark, load_checkpoint, pick_checkpoint, pick_run,
+                           show_error)
 
 st.title("Attention")
 st.caption("Each distilled sample carries a target [CLS] attention for every layer and head. Here it is set "
@@ -40,6 +41,7 @@ else:
     st.plotly_chart(fig, key="kl_chart")
     export_buttons(fig, f"{run.name}-{ckpt}-sample{sample}-kl", "kl")
 
+dark = is_dark()
 comp = bertviz_html.cls_comparison(sa.label, getattr(sa, which), sa.tokens, top)
 st.subheader("bertviz: label vs model")
 st.caption(f"Rows: '{bertviz_html.LABEL_ROW}' is the learned label, '{bertviz_html.MODEL_ROW}' the model's "
@@ -48,7 +50,7 @@ head_tab, model_tab = st.tabs(["Head view", "Model view"])
 views = ((head_tab, "head", bertviz_html.head_view_html), (model_tab, "model", bertviz_html.model_view_html))
 for tab, kind, build in views:
     with tab:
-        page = build(comp)
+        page = build(comp, dark=dark)
         st.iframe(page, height=bertviz_html.view_height(comp, kind))
         st.download_button(f"Download the {kind} view (HTML, works offline)", page, key=f"{kind}_html",
                            file_name=f"{run.name}-{ckpt}-sample{sample}-{kind}-view.html", mime="text/html",

@@ -1,12 +1,12 @@
-"""Distill (home): choose data, model and every setting; Start/Stop a background run; watch it live."""
+"""Distill (home): choose data, model and every setting; Start/Stop a run in its own process; watch it live."""
 
 import streamlit as st
 
 from distill_core import jobs
-from distill_core.errors import UserError
 from distill_core.runs import RunDir, default_runs_dir, list_runs
-from distill_core.views import form
-from pages._shared import PAGES, busy_notice, field_widget, job_registry, live_run_panel, show_error
+from distill_core.views import form, intro
+from pages._live import busy_notice, live_run_panel, session_owner
+from pages._shared import PAGES, field_widget, is_dark, job_registry, show_error
 
 st.title("Distill")
 st.caption("Learn a tiny synthetic training set with attention labels (Maekawa et al., ACL 2023). Defaults are "
@@ -33,6 +33,9 @@ with st.sidebar:
                 values[f"{role}_path"] = st.text_input(f"{role} file path", key=f"{role}_path")
         values["text_columns"] = st.text_input("Text column(s), comma-separated", d["text_columns"], key="text_columns")
         values["label_column"] = st.text_input("Label column", d["label_column"], key="label_column")
+    run_name = st.text_input("Run name (optional)", key="run_name", max_chars=40,
+                             help="starts the run's id; a date and time keep it unique")
+    run_notes = st.text_area("Notes (optional)", key="run_notes", height=68, max_chars=2000)
     start = st.button("Start", key="start", type="primary", width="stretch")
     for section in form.SECTIONS:
         with st.expander(section, expanded=section == "Outer loop and evaluation"):
@@ -40,29 +43,40 @@ with st.sidebar:
 
 if start:
     try:
-        if source == "upload" and not all(uploads.values()):
-            raise UserError("upload both a train file and an evaluation file")
-        job = jobs.start_distill(form.config_from_values(values, source), reg, uploads=uploads or None)
+        owner, owner_label = session_owner()
+        running = reg.active()
+        job = jobs.start_distill(form.config_from_values(values, source), reg, uploads=uploads or None,
+                                 name=run_name, notes=run_notes, owner=owner, owner_label=owner_label)
         st.query_params["run"] = job.id
-    except jobs.JobBusy as busy:
-        busy_notice(messages, busy.job)
+        if running is not None:
+            busy_notice(messages, running, queued=job)
     except Exception as exc:  # settings, files, columns: say what is wrong and keep the app up
         with messages:
             show_error(exc)
 
-job = reg.get(st.query_params.get("run")) or (reg.active() if reg.active() and reg.active().kind == "distill" else None)
-run_id = job.id if job else st.query_params.get("run")
+wanted = st.query_params.get("run")
+# the run's latest distill job (a resumed run has several); else a job id from an older link
+job = (reg.for_run(default_runs_dir() / wanted, "distill") or reg.get(wanted)) if wanted else None
+if job is None and not wanted:
+    active = reg.active()
+    job = active if active is not None and active.kind == "distill" and active.snapshot().owner == session_owner()[0] \
+        else None
+run_id = job.run_dir.name if job else wanted
 active = reg.active()
 if active is not None and active is not job and not start:
     busy_notice(messages, active)
 if run_id and (job or RunDir(default_runs_dir() / run_id).exists()):
     st.query_params["run"] = run_id
     with panel:
-        live_run_panel(job, run_id)
+        live_run_panel(job, run_id, reg)
 else:
-    panel.info("Choose settings in the sidebar and press **Start**. Runs are saved to "
-               f"`{default_runs_dir()}`; command-line runs show up on the Runs page too.")
-    latest = next(iter(list_runs(default_runs_dir())), None)
-    if latest is not None:
-        panel.page_link(PAGES["distill"], label=f"Show the most recent run, {latest.name}",
-                        query_params={"run": latest.name})
+    with panel:
+        st.info("Choose settings in the sidebar and press **Start**. Runs are saved to "
+                f"`{default_runs_dir()}`; command-line runs show up on the Runs page too.")
+        left, right = st.columns([1, 1])
+        left.markdown(intro.INTRO_MARKDOWN)
+        right.plotly_chart(intro.intro_figure(dark=is_dark()), key="intro_figure")
+        latest = next(iter(list_runs(default_runs_dir())), None)
+        if latest is not None:
+            st.page_link(PAGES["distill"], label=f"Show the most recent run, {latest.name}",
+                         query_params={"run": latest.name})

@@ -3,10 +3,11 @@
 import streamlit as st
 
 from distill_core import jobs
-from distill_core.runs import default_runs_dir
+from distill_core.runs import default_runs_dir, move_to_trash, write_json
 from distill_core.views import curves, runs as views
-from pages._shared import (PAGES, busy_notice, check_distilled_upload, evaluation_panel, export_buttons, job_registry,
-                           label_names, load_checkpoint, pick_checkpoint, pick_run, saved_runs, show_error)
+from pages._live import busy_notice, evaluation_panel, resume_button, saved_events, session_owner
+from pages._shared import (PAGES, check_distilled_upload, export_buttons, is_dark, job_registry, label_names, load_checkpoint,
+                           pick_checkpoint, pick_run, saved_runs, show_error)
 
 st.title("Runs")
 st.caption(f"Every run in `{default_runs_dir()}`, newest first; runs started from the command line appear here too, "
@@ -17,16 +18,18 @@ if all_runs:
 run = pick_run("Load run")
 if run is None:
     st.stop()
-events, cfg = run.metrics(), run.config()
+events, cfg = saved_events(run), run.config()
 for name, label in (("attention", "Attention"), ("tokens", "Nearest tokens"), ("distill", "Live view")):
     st.page_link(PAGES[name], label=f"{label} for {run.name}", query_params={"run": run.name})
-tab_curves, tab_compare, tab_eval, tab_files = st.tabs(["Curves", "Compare", "Evaluate", "Download / import"])
+own_run = run.path.parent.resolve() == default_runs_dir().resolve()
+tabs = ["Curves", "Compare", "Evaluate", "Download / import"] + (["Manage"] if own_run else [])
+tab_curves, tab_compare, tab_eval, tab_files, *tab_manage = st.tabs(tabs)
 
 with tab_curves:
     acc = curves.accuracy_figure(events, title=f"{run.name}", demo=bool(cfg.get("demo")))
     st.plotly_chart(acc, key="run_accuracy")
     export_buttons(acc, f"{run.name}-accuracy", "acc")
-    train = curves.training_figure(events, label_names(cfg))
+    train = curves.training_figure(events, label_names(cfg), dark=is_dark())
     st.plotly_chart(train, key="run_training")
     export_buttons(train, f"{run.name}-training", "train")
     with st.expander("Settings (config.json)"):
@@ -40,7 +43,7 @@ with tab_compare:
         st.dataframe(views.runs_table(picked), hide_index=True, key="compare_scores")
         st.caption("Settings that differ:")
         st.dataframe(views.settings_frame(picked), key="settings_diff")
-        cmp = curves.compare_figure({r.name: r.metrics() for r in picked})
+        cmp = curves.compare_figure({r.name: saved_events(r) for r in picked})
         st.plotly_chart(cmp, key="compare_chart")
         export_buttons(cmp, "compare", "cmp")
 
@@ -50,9 +53,11 @@ with tab_eval:
                         help="fresh heads fine-tuned on the distilled data, each scored on the whole evaluation split")
     if ckpt and st.button("Evaluate", key="evaluate"):
         try:
-            jobs.start_evaluate(run, ckpt, int(n), reg)
-        except jobs.JobBusy as busy:
-            busy_notice(st, busy.job)
+            running = reg.active()
+            sid, who = session_owner()
+            queued = jobs.start_evaluate(run, ckpt, int(n), reg, owner=sid, owner_label=who)
+            if running is not None:
+                busy_notice(st, running, queued=queued)
         except Exception as exc:
             show_error(exc)
     evaluation_panel(run, reg)
@@ -73,3 +78,27 @@ with tab_files:
             st.success(f"Imported as run {check_distilled_upload(run, up.name, up.getvalue()).name}.")
         except Exception as exc:
             show_error(exc)
+
+if tab_manage:
+    with tab_manage[0]:
+        info = cfg.get("run") or {}
+        job = reg.for_run(run.path)
+        busy = job is not None and job.snapshot().active
+        resume_button(run, reg, key="resume_run")
+        notes = st.text_area("Notes", info.get("notes", ""), key="notes_edit", max_chars=2000)
+        if st.button("Save notes", key="save_notes"):
+            write_json(run.config_path, {**run.config(), "run": {**info, "notes": notes.strip()}})
+            st.success("Notes saved.")
+        st.divider()
+        confirm = st.checkbox(f"Yes, move {run.name} to the trash", key="confirm_delete",
+                              help=f"it goes to {default_runs_dir() / '.trash'}; move it back to restore it")
+        if st.button("Delete run", key="delete_run", disabled=not confirm or busy, type="secondary"):
+            try:
+                where = move_to_trash(run)
+                st.query_params.pop("run", None)
+                st.session_state.pop("run", None)
+                st.success(f"Moved to {where}.")
+            except Exception as exc:
+                show_error(exc)
+        if busy:
+            st.caption("A job of this run is active; stop it before deleting the run.")

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from distill_core.views import tokens as views
-from pages._shared import checkpoint_mtime, export_buttons, nearest_cached, pick_run, show_error
+from pages._shared import (checkpoint_mtime, export_buttons, is_dark, load_checkpoint, nearest_cached, pick_run,
+                           show_error)
 
 st.title("Nearest tokens")
 st.caption("Distilled samples live in embedding space; each position is shown as its nearest vocabulary tokens "
@@ -21,16 +22,18 @@ ckpt = st.select_slider("Checkpoint", ckpts, key="checkpoint", help="slide throu
 top_k = st.slider("Top-k tokens per position", 1, 10, 5, key="top_k")
 try:
     near, mass, step = nearest_cached(str(run.path), ckpt, checkpoint_mtime(run, ckpt), top_k)
+    names = load_checkpoint(run, ckpt)[1].label_names   # cached: nearest_cached loaded the same file
 except Exception as exc:
     show_error(exc)
     st.stop()
 
+dark = is_dark()
 st.subheader(f"Decoded samples at {ckpt} (step {step})")
 for r, sample in enumerate(near):
-    st.markdown(f"**sample {r}**")
-    st.html(views.weighted_line_html([p[0][0] for p in sample], None if mass is None else mass[r]))
+    st.markdown(f"**{views.sample_caption(r, names)}**")
+    st.html(views.weighted_line_html([p[0][0] for p in sample], None if mass is None else mass[r], dark=dark))
 
-r = st.selectbox("Sample", range(len(near)), key="sample")
+r = st.selectbox("Sample", range(len(near)), key="sample", format_func=lambda i: views.sample_caption(i, names))
 tokens = [p[0][0] for p in near[r]]
 if mass is not None:
     fig = views.mass_figure(tokens, mass[r], title=f"attention-label mass per position, sample {r}")

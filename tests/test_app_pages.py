@@ -7,6 +7,8 @@ inspect that run. Widgets are found by key; every script run must end without an
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,9 +44,8 @@ def ok(at: AppTest) -> AppTest:
 
 
 def wait_idle(timeout: float = 240) -> None:
-    """The job registry is process-wide: let a test's job finish before the next one starts."""
-    job = jobs.REGISTRY.active()
-    if job is not None:
+    """The job registry is process-wide: let a test's jobs (running and queued) finish before the next starts."""
+    for job in jobs.REGISTRY.jobs():
         assert job.join(timeout), f"job {job.id} still running"
 
 
@@ -69,8 +70,9 @@ def ui_run(runs_dir):
     ok(at.button(key="start").click().run())
     run_id = at.query_params["run"]
     assert jobs.REGISTRY.get(run_id) is not None
-    ok(at.button(key="start").click().run())                     # a second Start while the first runs
+    ok(at.button(key="start").click().run())                     # a second Start while the first runs: queued
     busy = [w.value for w in at.warning]
+    queued = at.query_params["run"]
     seen_running, deadline = False, time.time() + TIMEOUT
     while time.time() < deadline:
         status = at.subheader[0].value if at.subheader else ""
@@ -79,14 +81,18 @@ def ui_run(runs_dir):
             break
         time.sleep(1.0)
         ok(at.run())
-    return at, run_id, busy, seen_running
+    wait_idle()
+    return at, run_id, busy, seen_running, queued
 
 
 def test_distill_page_runs_a_tiny_job_from_the_ui(ui_run, runs_dir):
-    at, run_id, busy, seen_running = ui_run
-    assert at.subheader[0].value.endswith("done"), at.subheader[0].value
+    at, run_id, busy, seen_running, queued = ui_run
     assert seen_running
-    assert any("A run is active" in w and run_id in w for w in busy), busy
+    assert any("A run is active" in w and run_id in w and "started by you" in w and f"{queued}** is queued" in w
+               for w in busy), busy
+    assert queued != run_id and RunDir(runs_dir / queued).metrics()[-1]["type"] == "done"   # nothing lost
+    at = ok(app(run=run_id).run())
+    assert at.subheader[0].value.endswith("done"), at.subheader[0].value
     assert at.metric[0].value == "2 / 2"
     assert "±" in at.metric[5].value                                  # accuracy mean ± std
     charts = [c for c in at.get("plotly_chart")]
@@ -127,17 +133,27 @@ def test_distill_page_stop_keeps_the_run(runs_dir):
     assert run.metrics()[-1]["type"] == "stopped" and "last" in run.list_checkpoints()
     assert 1 <= run.state()["step"] < 500
     assert any(link.proto.label == "Open in Attention" for link in at.get("page_link"))
+    # Resume continues the stopped run in a new job process
+    step = run.state()["step"]
+    ok(at.button(key="resume").click().run())
+    poll(at, lambda a: a.subheader[0].value.endswith("running") and int(a.metric[0].value.split(" /")[0]) > step)
+    job = jobs.REGISTRY.for_run(run.path, "distill")
+    assert job.pid is not None and job.pid != os.getpid()              # the job lives in another process
+    os.kill(job.pid, signal.SIGKILL)
+    poll(at, lambda a: a.subheader[0].value.endswith("killed"))
+    assert any("killed by SIGKILL" in e.value for e in at.error), [e.value for e in at.error]
+    assert any(b.key == "resume" for b in at.button)                   # and it can be resumed again
 
 
-def test_distill_page_shows_a_data_error_from_the_worker(runs_dir, tmp_path):
+def test_distill_page_reports_missing_data_in_the_form(runs_dir, tmp_path):
     wait_idle()
+    before = set(runs_dir.iterdir())
     at = ok(app().run())
     at.selectbox(key="task").set_value("mrpc")
     at.text_input(key="data_dir").set_value(str(tmp_path))            # no mrpc files there
     ok(at.button(key="start").click().run())
-    poll(at, lambda a: a.subheader and a.subheader[0].value.endswith("error"), timeout=60)
     assert any("task 'mrpc' has no train split" in e.value for e in at.error), [e.value for e in at.error]
-    assert jobs.REGISTRY.active() is None
+    assert jobs.REGISTRY.active() is None and set(runs_dir.iterdir()) == before
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -145,24 +161,28 @@ def test_distill_page_shows_a_data_error_from_the_worker(runs_dir, tmp_path):
     ({"eval_learners": 0}, "eval_learners must be >= 1"),
     ({"samples_per_class": 1, "inner_steps": 2, "different_data_per_step": True}, "multiple of inner_steps"),
     ({"lr_embeds": 50.0}, "lr_embeds must be in [0, 10]"),
+    ({"outer_steps": 0}, "outer_steps must be >= 1"),
+    ({"seq_len": 1024}, "seq_len 1024 is above the model's 512 max positions"),
 ])
 def test_distill_page_rejects_bad_settings(runs_dir, settings, message):
     wait_idle()
-    before = {r.name for r in list_runs(runs_dir)}
+    before = set(runs_dir.iterdir())
     at = ok(app().run())
     for key, value in settings.items():
         (at.checkbox(key=key) if isinstance(value, bool) else at.number_input(key=key)).set_value(value)
     ok(at.button(key="start").click().run())
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert jobs.REGISTRY.active() is None
-    assert {r.name for r in list_runs(runs_dir)} == before
+    assert set(runs_dir.iterdir()) == before                          # no run directory, not even an empty one
 
 
 @pytest.mark.parametrize("train, message", [
     (b"", "is empty"),
     (b"text,label\nfine film,positive\n", "missing column(s) 'sentence'"),
     (b"\x00\xff\xfe garbage \x00", "could not read"),
-    (b"sentence,label\nonly one class,positive\nanother,positive\n", "single class"),
+    (b"sentence,label\nonly one class,positive\nanother,positive\n", "'train.csv': the train split holds a single"),
+    (b'sentence,label\n"an unclosed quote,positive\nbad,negative\n', "could not parse 'train.csv' near line"),
+    (b"sentence,label\nno label here\nbad,negative\n", "'train.csv': line 2 has 1 field"),
 ])
 def test_distill_page_reports_bad_uploads(runs_dir, train, message):
     wait_idle()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-from urllib.request import urlopen
 
 import pytest
+
+from distill_core.app_server import running_app
+from distill_core.errors import UserError
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +28,10 @@ CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass
+class Server:
+    url: str
+    runs: Path
 
 
 @pytest.fixture(scope="module")
@@ -40,37 +41,21 @@ def server(tmp_path_factory):
             pytest.fail(f"{CHROMIUM} missing: run .ci/app-deps.sh")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium, or .ci/app-deps.sh)")
     runs = tmp_path_factory.mktemp("e2e-runs")
-    port = _free_port()
-    env = {**os.environ, "DISTILL_RUNS_DIR": str(runs), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "DISTILL_RUNS_DIR": str(runs)}
     env.pop("DISTILL_DATA_DIR", None)   # the default task is then the built-in demo set
     log = open(tmp_path_factory.mktemp("e2e-log") / "streamlit.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.seek(0)
-        pytest.fail("streamlit did not start:\n" + log.read()[-3000:])
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        with running_app(REPO, env, log) as url:
+            yield Server(url, runs)
+    except UserError as exc:
+        log.seek(0)
+        pytest.fail(f"{exc}:\n" + log.read()[-3000:])
+    finally:
+        log.close()
 
 
 @pytest.fixture(scope="module")
-def browser_page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -78,23 +63,34 @@ def browser_page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
-        context = browser.new_context(viewport={"width": 1400, "height": 2000})
-        aborted: list[str] = []
-
-        def guard(route):
-            host = urlparse(route.request.url).hostname
-            if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
-                route.continue_()
-            else:
-                aborted.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", guard)
-        page = context.new_page()
-        page.aborted = aborted
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+def _offline_page(browser):
+    """A page in a fresh browser context (its own Streamlit session) that may reach loopback only."""
+    context = browser.new_context(viewport={"width": 1400, "height": 2000})
+    aborted: list[str] = []
+
+    def guard(route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOOPBACK:
+            route.continue_()
+        else:
+            aborted.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    page.aborted = aborted
+    return page
+
+
+@pytest.fixture(scope="module")
+def browser_page(browser):
+    page = _offline_page(browser)
+    yield page
+    page.context.close()
 
 
 def _set_number(page, key: str, value) -> None:
@@ -102,6 +98,17 @@ def _set_number(page, key: str, value) -> None:
     box.fill(str(value))
     box.press("Enter")
     page.wait_for_timeout(250)
+
+
+def _tiny_settings(page, numbers: dict, unchecked: tuple[str, ...] = ()) -> None:
+    side = page.locator("[data-testid='stSidebar']")
+    for section in ("Data", "Distilled data"):           # collapsed expanders: open them to reach the inputs
+        side.locator("summary").get_by_text(section, exact=True).click()
+    for key, value in numbers.items():
+        _set_number(page, key, value)
+    for key in unchecked:
+        page.locator(f".st-key-{key} label").click()
+        page.wait_for_timeout(250)
 
 
 def _settle(page, timeout: float = 120) -> None:
@@ -116,7 +123,7 @@ def _settle(page, timeout: float = 120) -> None:
 
 def test_distill_then_attention_offline(server, browser_page):
     try:
-        _walkthrough(server, browser_page)
+        _walkthrough(server.url, browser_page)
     except BaseException:
         browser_page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
         raise
@@ -128,12 +135,11 @@ def _walkthrough(server, page):
     page.get_by_role("heading", name="Distill").wait_for(timeout=60_000)
     page.locator(".st-key-start button").wait_for(timeout=60_000)
     assert page.locator(".st-key-task input").input_value() == "demo"
-    side = page.locator("[data-testid='stSidebar']")
-    for section in ("Data", "Distilled data"):           # collapsed expanders: open them to reach the inputs
-        side.locator("summary").get_by_text(section, exact=True).click()
-    for key, value in dict(seq_len=16, outer_steps=2, eval_every=1, eval_learners=1, real_batch_size=8,
-                           max_length=32, eval_rows=60).items():
-        _set_number(page, key, value)
+    page.locator(".st-key-intro_figure .main-svg").first.wait_for(timeout=60_000)   # the first screen explains
+    assert page.get_by_text("attention labels", exact=False).count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "00-first-screen.png"), full_page=True)
+    _tiny_settings(page, dict(seq_len=16, outer_steps=45, eval_every=3, eval_learners=1, real_batch_size=8,
+                              max_length=32, eval_rows=60))
     page.locator(".st-key-start button").click()
 
     chart = page.locator(".st-key-accuracy_chart")
@@ -142,12 +148,13 @@ def _walkthrough(server, page):
     page.screenshot(path=str(ARTIFACTS / "01-distill-started.png"), full_page=True)
     # The curve appears once the first evaluation lands, then gains points as the run goes on.
     chart.locator("g.scatterlayer .trace").first.wait_for(timeout=120_000)
-    points = lambda: chart.locator("g.scatterlayer .trace").first.locator("path.point").count()  # noqa: E731
+    # markers are drawn only on the distilled curve (the band and the baselines are lines)
+    points = lambda: page.locator(".st-key-accuracy_chart g.scatterlayer .trace path.point").count()  # noqa: E731
     first = points()
     page.get_by_text(re.compile(r"·\s+done")).wait_for(timeout=180_000)
     page.wait_for_timeout(1500)
-    chart = page.locator(".st-key-accuracy_chart")
-    assert chart.locator("g.scatterlayer .trace").first.locator("path.point").count() > first >= 1
+    assert points() > first >= 1, (points(), first)
+    assert points() == 16                                  # steps 0, 3, ..., 45
     page.screenshot(path=str(ARTIFACTS / "02-distill-done.png"), full_page=True)
     run_id = urlparse(page.url).query.split("run=")[-1]
     assert run_id, page.url
@@ -193,3 +200,55 @@ def _walkthrough(server, page):
     assert not page.locator("[data-testid='stException']").count()
     (ARTIFACTS / "aborted-requests.txt").write_text("".join(u + "\n" for u in page.aborted))
     assert page.aborted == []      # the whole app, bertviz included, asked for nothing off this machine
+
+
+def _run_id(page) -> str:
+    return urlparse(page.url).query.split("run=")[-1].split("&")[0]
+
+
+def test_two_sessions_start_at_once_then_stop_and_a_killed_job_is_reported(server, browser):
+    """Two browser sessions press Start together: two runs, two directories; stop one, kill the other's process."""
+    pages = [_offline_page(browser), _offline_page(browser)]
+    try:
+        for page in pages:
+            page.goto(server.url)
+            page.locator(".st-key-start button").wait_for(timeout=60_000)
+            _tiny_settings(page, dict(seq_len=8, outer_steps=400, eval_every=0, eval_learners=1, real_batch_size=4,
+                                      max_length=16, eval_rows=20), unchecked=("eval_at_start", "baselines"))
+        for page in pages:                               # the two clicks land within a fraction of a second
+            page.locator(".st-key-start button").click()
+        deadline = time.time() + 60
+        while time.time() < deadline and not all("run=" in p.url for p in pages):
+            pages[0].wait_for_timeout(250)
+        for i, page in enumerate(pages):
+            page.screenshot(path=str(ARTIFACTS / f"10-session-{i}.png"), full_page=True)
+        assert all("run=" in p.url for p in pages), [p.url for p in pages]
+        ids = [_run_id(p) for p in pages]
+        assert ids[0] != ids[1], ids
+        deadline = time.time() + 60                      # whichever click the server took second waits
+        while time.time() < deadline and not any(p.get_by_text("Queued behind").count() for p in pages):
+            time.sleep(0.5)
+        b = next(p for p in pages if p.get_by_text("Queued behind").count())
+        a = pages[1 - pages.index(b)]
+        a.get_by_text(re.compile(r"·\s+running")).wait_for(timeout=120_000)
+        a.locator(".st-key-stop button").first.wait_for(timeout=60_000)
+        a.screenshot(path=str(ARTIFACTS / "08-distill-mid-run.png"), full_page=True)
+        a.locator(".st-key-stop button").first.click()
+        a.get_by_text(re.compile(r"·\s+stopped")).wait_for(timeout=120_000)
+        # b's run started when a's stopped; its job process is killed from outside
+        b.get_by_text(re.compile(r"·\s+running")).wait_for(timeout=120_000)
+        b.get_by_text(re.compile(r"job process \d+")).wait_for(timeout=120_000)
+        pid = int(re.search(r"job process (\d+)", b.get_by_text(re.compile(r"job process \d+")).first.inner_text())[1])
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        b.get_by_text(re.compile(r"·\s+killed")).wait_for(timeout=60_000)
+        assert b.get_by_text(re.compile("killed by SIGKILL")).count() >= 1
+        b.screenshot(path=str(ARTIFACTS / "09-distill-killed.png"), full_page=True)
+        for run_id in ids:                               # nothing lost: both runs are whole runs on disk
+            run = server.runs / run_id
+            assert (run / "config.json").exists() and (run / "metrics.jsonl").exists(), run_id
+        assert not a.locator("[data-testid='stException']").count()
+        assert not b.locator("[data-testid='stException']").count()
+    finally:
+        for page in pages:
+            page.context.close()
