@@ -70,7 +70,7 @@ def main() -> int:
             return len(curves.accuracy_figure(ev, total_steps=n).to_json()) + \
                 len(curves.training_figure(ev, ["negative", "positive"]).to_json())
 
-        row = {"steps": n, "events": len(events), "held_in_memory": len(window),
+        row = {"steps": n, "events": len(events), "held_in_memory": len(window.events()),
                "new_s": round(_median_time(new_refresh, a.reps), 4), "new_kb": round(new_refresh() / 1024, 1)}
         if old is not None:
             def old_refresh() -> int:

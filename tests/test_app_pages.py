@@ -200,7 +200,7 @@ def test_distill_page_reports_bad_uploads(runs_dir, train, message):
 
 def test_attention_page(ui_run):
     _, run_id, *_ = ui_run
-    at = ok(app("pages/attention.py", run_id).run())
+    at = ok(app("app_pages/attention.py", run_id).run())
     assert at.title[0].value == "Attention"
     assert at.selectbox(key="run").value == run_id
     assert at.selectbox(key="checkpoint").value == "best"
@@ -223,7 +223,7 @@ def test_attention_page(ui_run):
 
 def test_tokens_page(ui_run):
     _, run_id, *_ = ui_run
-    at = ok(app("pages/tokens.py", run_id).run())
+    at = ok(app("app_pages/tokens.py", run_id).run())
     assert at.title[0].value == "Nearest tokens"
     assert at.select_slider(key="checkpoint").value == "best"
     assert len(at.get("html")) == 2                                  # one decoded line per distilled sample
@@ -241,7 +241,7 @@ def test_tokens_page(ui_run):
 def test_runs_page(ui_run, runs_dir):
     _, run_id, *_ = ui_run
     wait_idle()
-    at = ok(app("pages/runs.py", run_id).run())
+    at = ok(app("app_pages/runs.py", run_id).run())
     assert at.title[0].value == "Runs"
     assert run_id in list(at.dataframe[0].value["run"])
     assert at.selectbox(key="run").value == run_id
@@ -277,7 +277,7 @@ def test_runs_page_rejects_a_mismatched_distilled_file(ui_run, runs_dir, tmp_pat
     _, run_id, *_ = ui_run
     other = DistilledData(DistilledConfig(seq_len=4), num_labels=3, hidden_size=12, num_layers=2, num_heads=2)
     other.save(tmp_path / "other.safetensors")
-    at = ok(app("pages/runs.py", run_id).run())
+    at = ok(app("app_pages/runs.py", run_id).run())
     at.file_uploader(key="import_upload").upload("other.safetensors", (tmp_path / "other.safetensors").read_bytes())
     ok(at.run())
     ok(at.button(key="import").click().run())
@@ -287,7 +287,7 @@ def test_runs_page_rejects_a_mismatched_distilled_file(ui_run, runs_dir, tmp_pat
 
 def test_inspection_pages_open_on_the_most_recent_run(ui_run, runs_dir):
     newest = list_runs(runs_dir)[0].name
-    at = ok(app("pages/tokens.py").run())
+    at = ok(app("app_pages/tokens.py").run())
     assert at.select_slider(key="checkpoint").value in ("best", "last")
     assert at.selectbox(key="run").value == newest
     assert at.query_params["run"] == newest
@@ -296,7 +296,7 @@ def test_inspection_pages_open_on_the_most_recent_run(ui_run, runs_dir):
 def test_pages_without_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_RUNS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("DISTILL_STUDY_DIR", str(tmp_path / "no-study"))   # the study's runs list too
-    for page in ("pages/attention.py", "pages/tokens.py", "pages/runs.py"):
+    for page in ("app_pages/attention.py", "app_pages/tokens.py", "app_pages/runs.py"):
         at = ok(app(page).run())
         assert any("No saved runs" in i.value for i in at.info)
 

@@ -146,7 +146,7 @@ def test_bf16_scoring_agrees_with_float32(bundled):
     assert (full.argmax(-1) == half.argmax(-1)).float().mean() >= 0.95
 
 
-def _results_app(run: str | None = None, page: str = "pages/results.py"):
+def _results_app(run: str | None = None, page: str = "app_pages/results.py"):
     import sys
 
     from streamlit.testing.v1 import AppTest
@@ -175,7 +175,7 @@ def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatc
     linked = {p.proto.query_string for p in at.get("page_link")}
     assert {f"run={r['run'].rsplit('/', 1)[-1]}" for r in rows if r.get("run")} <= linked
     # a link opens the study's run in the inspection pages
-    att = _results_app(run="demo-hl-al-1x1", page="pages/attention.py")
+    att = _results_app(run="demo-hl-al-1x1", page="app_pages/attention.py")
     assert att.selectbox(key="run").value == "demo-hl-al-1x1"
 
 

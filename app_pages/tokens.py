@@ -3,7 +3,7 @@
 import streamlit as st
 
 from distill_core.views import tokens as views
-from pages._shared import (checkpoint_mtime, export_buttons, is_dark, load_checkpoint, nearest_cached, pick_run,
+from app_pages._shared import (checkpoint_mtime, export_buttons, is_dark, load_checkpoint, nearest_cached, pick_run,
                            show_error)
 
 st.title("Nearest tokens")

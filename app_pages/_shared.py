@@ -23,8 +23,8 @@ def study_dir() -> Path:
     return Path(os.environ.get("DISTILL_STUDY_DIR") or ROOT / "docs" / "reproduction")
 
 
-PAGES = {"distill": "pages/distill.py", "attention": "pages/attention.py", "tokens": "pages/tokens.py",
-         "runs": "pages/runs.py", "results": "pages/results.py"}
+PAGES = {"distill": "app_pages/distill.py", "attention": "app_pages/attention.py", "tokens": "app_pages/tokens.py",
+         "runs": "app_pages/runs.py", "results": "app_pages/results.py"}
 
 
 @st.cache_resource

@@ -5,7 +5,7 @@ import streamlit as st
 from distill_core.errors import UserError
 from distill_core.study import load_summary
 from distill_core.views import results as views
-from pages._shared import PAGES, export_buttons, show_error, study_dir
+from app_pages._shared import PAGES, export_buttons, show_error, study_dir
 
 st.title("Results: does it reproduce the paper?")
 st.caption("The paper's settings on real SST-2 and MRPC with the bundled all-MiniLM-L6-v2 (6 layers, 384 wide), "

@@ -5,8 +5,8 @@ import streamlit as st
 from distill_core import jobs
 from distill_core.runs import RunDir, default_runs_dir, list_runs
 from distill_core.views import form, intro
-from pages._live import busy_notice, live_run_panel, session_owner
-from pages._shared import PAGES, field_widget, is_dark, job_registry, show_error
+from app_pages._live import busy_notice, live_run_panel, session_owner
+from app_pages._shared import PAGES, field_widget, is_dark, job_registry, show_error
 
 st.title("Distill")
 st.caption("Learn a tiny synthetic training set with attention labels (Maekawa et al., ACL 2023). Defaults are "

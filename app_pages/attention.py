@@ -3,7 +3,7 @@
 import streamlit as st
 
 from distill_core.views import attention, bertviz_html
-from pages._shared import (export_buttons, inspect_cached, is_dark, load_checkpoint, pick_checkpoint, pick_run,
+from app_pages._shared import (export_buttons, inspect_cached, is_dark, load_checkpoint, pick_checkpoint, pick_run,
                            show_error)
 
 st.title("Attention")

@@ -5,8 +5,8 @@ import streamlit as st
 from distill_core import jobs
 from distill_core.runs import default_runs_dir, move_to_trash, write_json
 from distill_core.views import curves, runs as views
-from pages._live import busy_notice, evaluation_panel, resume_button, saved_events, session_owner
-from pages._shared import (PAGES, check_distilled_upload, export_buttons, is_dark, job_registry, label_names, load_checkpoint,
+from app_pages._live import busy_notice, evaluation_panel, resume_button, saved_events, session_owner
+from app_pages._shared import (PAGES, check_distilled_upload, export_buttons, is_dark, job_registry, label_names, load_checkpoint,
                            pick_checkpoint, pick_run, saved_runs, show_error)
 
 st.title("Runs")

@@ -14,7 +14,7 @@ import streamlit as st
 from distill_core import jobs
 from distill_core.event_window import EventWindow
 from distill_core.runs import RunDir, default_runs_dir
-from pages._shared import PAGES, is_dark, label_names, show_error
+from app_pages._shared import PAGES, is_dark, label_names, show_error
 
 STATUS_POLL_S = 2.0     # headline numbers: cheap text
 CHART_POLL_S = 4.0      # charts: rebuilt (and re-rendered by the browser) only this often, and only on change
@@ -121,21 +121,24 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
         if snap is None and events and events[-1].get("type") in ("done", "stopped", "error"):
             label = events[-1]["type"]
         info = (run.config().get("run") or {}) if run.exists() else {}
-        title = f"Run {run_id}  ·  {label}"
-        st.subheader(title)
+
+        # A fixed set of slots (containers always render, even empty): when a notice comes or goes,
+        # the elements after it keep their places instead of being redrawn as new ones.
+        st.subheader(f"Run {run_id}  ·  {label}")
+        about, notice, numbers, controls = st.container(), st.container(), st.container(), st.container()
         if info.get("name") or info.get("notes"):
-            st.caption(" — ".join(x for x in (info.get("name"), info.get("notes")) if x))
+            about.caption(" — ".join(x for x in (info.get("name"), info.get("notes")) if x))
         if snap and snap.status == "queued":
-            st.info(f"Queued behind **{snap.queued_behind}**: it starts when that job ends.")
+            notice.info(f"Queued behind **{snap.queued_behind}**: it starts when that job ends.")
         if snap and snap.status in ("error", "killed"):
-            st.error(snap.message)
+            notice.error(snap.message)
             if snap.log_tail:
-                with st.expander("Last lines of the job process"):
+                with notice.expander("Last lines of the job process"):
                     st.code("\n".join(snap.log_tail))
         n = curves.live_numbers(events)
         total = snap.total if snap else start.get("outer_steps", 0)
         step = max([e["step"] for e in events if e.get("type") == "step"] or [0])
-        c = st.columns(6)
+        c = numbers.columns(6)
         c[0].metric("Step", f"{step} / {total}")
         c[1].metric("Elapsed", clock(snap.elapsed if snap else None))
         c[2].metric("ETA", clock(snap.eta if snap and snap.running else None),
@@ -145,18 +148,20 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
         c[5].metric(n["metric"].capitalize(), "–" if n["score"] is None else
                     f"{n['score']['mean']:.1f} ± {n['score']['std']:.1f}",
                     help=None if n["score_step"] is None else f"at step {n['score_step']}")
-        if snap and snap.running:
-            st.progress(min(1.0, step / max(1, total)), text=snap.message)
-            pid = f" · job process {snap.pid}" if snap.pid else ""
-            if snap.owner in (None, me):
-                st.button("Stop", key="stop", on_click=job.stop, help="stops after the current step; the run is kept")
-                st.caption(f"Started by you{_ends(snap)}{pid}")
-            else:
-                st.caption(f"Started by {snap.owner_label or 'another session'}{_ends(snap)}; only it can stop it{pid}")
-        if snap and snap.status == "queued" and snap.owner in (None, me):
-            st.button("Cancel", key="cancel", on_click=lambda: registry.stop(job))
-        if not (snap and snap.active) and run.exists():
-            resume_button(run, registry, key="resume")
+        with controls:
+            if snap and snap.running:
+                st.progress(min(1.0, step / max(1, total)), text=snap.message)
+                pid = f" · job process {snap.pid}" if snap.pid else ""
+                if snap.owner in (None, me):
+                    st.button("Stop", key="stop", on_click=job.stop, help="stops after the current step; the run is kept")
+                    st.caption(f"Started by you{_ends(snap)}{pid}")
+                else:
+                    st.caption(f"Started by {snap.owner_label or 'another session'}{_ends(snap)}; only it can stop "
+                               f"it{pid}")
+            if snap and snap.status == "queued" and snap.owner in (None, me):
+                st.button("Cancel", key="cancel", on_click=lambda: registry.stop(job))
+            if not (snap and snap.active) and run.exists():
+                resume_button(run, registry, key="resume")
         if was_active and not (snap and snap.active):
             st.rerun()   # finished: one full rerun turns polling off
 
@@ -179,16 +184,17 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
                     start)
 
         acc, train, start = _charts(f"live-{run_id}-{smooth}-{dark}", version, build)
+        caption = st.container()
         if start:
             cap, rows = (cfg.get("data") or {}).get("eval_rows"), start.get("eval_rows", "?")
             subset = " (a random subset for speed; Runs › Evaluate scores the full split)" if rows == cap else ""
             demo = " Built-in demo data: these numbers say nothing about real benchmarks." if start.get("demo") else ""
             learners = (cfg.get("distill") or {}).get("eval_learners", "?")
-            st.caption(f"Accuracy: mean ± std over {learners} fresh learner{'' if learners == 1 else 's'} on {rows} "
-                       f"evaluation rows{subset}.{demo}")
+            caption.caption(f"Accuracy: mean ± std over {learners} fresh learner{'' if learners == 1 else 's'} on "
+                            f"{rows} evaluation rows{subset}.{demo}")
         st.plotly_chart(acc, key="accuracy_chart")
         st.plotly_chart(train, key="training_chart")
-        if not (snap and snap.active):
+        if not (snap and snap.active):   # last in the fragment: nothing after it can shift
             for name, text in (("attention", "Attention"), ("tokens", "Nearest tokens"), ("runs", "Runs")):
                 st.page_link(PAGES[name], label=f"Open in {text}", query_params={"run": run_id})
 
