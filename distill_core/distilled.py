@@ -230,33 +230,32 @@ class DistilledData:
         p = Path(path)
         if not p.exists():
             raise UserError(f"distilled-data file not found: {p}")
+        if not p.is_file():
+            raise UserError(f"{p} is not a file")
         try:
             with safe_open(str(p), framework="pt", device="cpu") as f:
                 raw_meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                shapes = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+                try:
+                    header = json.loads(raw_meta["distilled"])
+                    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+                        raise KeyError("format")
+                except (KeyError, ValueError, TypeError):
+                    raise UserError(f"{p} is a safetensors file but not distilled data from this tool") from None
+                # Everything the header claims is checked against bounds and against the file's own
+                # tensor shapes before anything is allocated: a 1 KB file cannot ask for 30 GB.
+                dims = check_header(header, shapes, str(p))
+                if expect is not None:
+                    check_fingerprint(header, expect, str(p))
+                tensors = {k: f.get_tensor(k) for k in dims}
+        except UserError:
+            raise
         except Exception as exc:
             raise UserError(f"{p} is not a readable safetensors file ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
-        try:
-            header = json.loads(raw_meta["distilled"])
-            if header.get("format") != FORMAT_NAME:
-                raise KeyError("format")
-        except (KeyError, ValueError, TypeError):
-            raise UserError(f"{p} is a safetensors file but not distilled data from this tool") from None
-        if int(header.get("version", 0)) > FORMAT_VERSION:
-            raise UserError(f"{p} was written by a newer version (format {header['version']})")
-        if expect is not None:
-            for key in ("hidden_size", "num_layers", "num_heads", "num_labels"):
-                if key in expect and int(header[key]) != int(expect[key]):
-                    raise UserError(f"{p} was made for another model or task: {key} is {header[key]} "
-                                    f"in the file but {expect[key]} for {expect.get('model', 'this model')}")
         config = DistilledConfig.from_dict(header["config"])
         obj = cls(config, int(header["num_labels"]), int(header["hidden_size"]), int(header["num_layers"]),
                   int(header["num_heads"]), header.get("label_names"), header.get("meta"), device=device, dtype=dtype)
-        expected = obj.tensors()
-        for name, ref in expected.items():
-            if name not in tensors or tuple(tensors[name].shape) != tuple(ref.shape):
-                raise UserError(f"{p}: tensor {name!r} missing or of the wrong shape for its own header")
         with torch.no_grad():
             obj.embeds.copy_(tensors["embeds"])
             obj.label_values.copy_(tensors["label_values"])
@@ -280,6 +279,79 @@ class DistilledData:
         return other
 
 
+# Bounds on what a distilled-data header may claim (far above any real use; they cap allocations).
+HEADER_LIMITS = {"num_labels": 10_000, "hidden_size": 16_384, "num_layers": 256, "num_heads": 256,
+                 "seq_len": 16_384, "samples_per_class": 100_000, "inner_steps": 10_000}
+MAX_ELEMENTS = 2 ** 31          # per tensor: 8 GB of float32
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+def expected_shapes(config: "DistilledConfig", num_labels: int, hidden: int, layers: int, heads: int) -> dict:
+    """The tensor shapes a header describes, computed without allocating them."""
+    n, L = config.samples_per_class * num_labels, config.seq_len
+    out = {"embeds": (n, L, hidden), "label_values": (n, num_labels), "lr_raw": (config.inner_steps,)}
+    if config.attention_labels == "cls":
+        out["attention_logits"] = (n, layers, heads, L)
+    elif config.attention_labels == "all":
+        out["attention_logits"] = (n, layers, heads, L, L)
+    return out
+
+
+def check_header(header: dict, shapes: dict[str, tuple[tuple[int, ...], str]], where: str) -> dict:
+    """Validate a header against HEADER_LIMITS and the file's own tensors; returns the expected shapes."""
+    if int(header.get("version", 0) or 0) > FORMAT_VERSION:
+        raise UserError(f"{where} was written by a newer version (format {header['version']})")
+    cfg = header.get("config")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{where}: the header has no config")
+    values = {}
+    for key in ("num_labels", "hidden_size", "num_layers", "num_heads"):
+        values[key] = header.get(key)
+    for key in ("seq_len", "samples_per_class", "inner_steps"):
+        values[key] = cfg.get(key)
+    for key, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= HEADER_LIMITS[key]:
+            raise UserError(f"{where}: header field {key}={v!r} is not an integer in [1, {HEADER_LIMITS[key]}]")
+    names = header.get("label_names")
+    if names is not None and (not isinstance(names, list) or len(names) != values["num_labels"]
+                              or not all(isinstance(x, str) and len(x) <= 200 for x in names)):
+        raise UserError(f"{where}: header label_names must be {values['num_labels']} short strings")
+    if header.get("meta") is not None and not isinstance(header["meta"], dict):
+        raise UserError(f"{where}: header meta must be an object")
+    try:
+        config = DistilledConfig.from_dict(cfg)
+        config.validate()
+    except (TypeError, ValueError, UserError) as exc:
+        raise UserError(f"{where}: the header's config is invalid ({exc})") from None
+    want = expected_shapes(config, values["num_labels"], values["hidden_size"], values["num_layers"],
+                           values["num_heads"])
+    for name, shape in want.items():
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise UserError(f"{where}: the header asks for a {name} tensor of {math.prod(shape):,} elements "
+                            f"(limit {MAX_ELEMENTS:,})")
+        if name not in shapes:
+            raise UserError(f"{where}: tensor {name!r} is missing")
+        got, dtype = shapes[name]
+        if got != shape:
+            raise UserError(f"{where}: tensor {name!r} has shape {list(got)} but its own header says {list(shape)}")
+        if dtype not in _FLOAT_DTYPES:
+            raise UserError(f"{where}: tensor {name!r} has dtype {dtype}; a floating-point tensor is needed")
+    return want
+
+
+def check_fingerprint(header: dict, expect: dict, where: str) -> None:
+    """Refuse a file made for another model: shapes first, then the model's identity where both record it."""
+    for key in ("hidden_size", "num_layers", "num_heads", "num_labels"):
+        if key in expect and int(header[key]) != int(expect[key]):
+            raise UserError(f"{where} was made for another model or task: {key} is {header[key]} "
+                            f"in the file but {expect[key]} for {expect.get('model', 'this model')}")
+    made_for = (header.get("meta") or {}).get("model_identity")
+    if made_for and expect.get("model_identity") and made_for != expect["model_identity"]:
+        theirs = (header.get("meta") or {}).get("model", "another model")
+        raise UserError(f"{where} was made for {theirs} (identity {made_for}), not for {expect.get('model')} "
+                        f"(identity {expect['model_identity']}): same shapes, different weights or vocabulary")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +362,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)        # the rename itself survives a power cut
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:            # e.g. Windows: directories cannot be opened; NTFS journals renames
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -126,10 +126,32 @@ class Learner:
         return self.pretrained[self.word_embedding_name]
 
     def fingerprint(self) -> dict:
-        """What a distilled-data file must match to be used with this learner."""
+        """What a distilled-data file must match to be used with this learner (shapes, and the model's identity)."""
         return {"model": self.name, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
                 "num_heads": self.num_heads, "vocab_size": int(self.config.vocab_size),
-                "num_labels": self.num_labels}
+                "num_labels": self.num_labels, "model_identity": self.identity()}
+
+    def identity(self) -> str:
+        """A short hash of the model's architecture config and vocabulary (not of the head, labels or dropout).
+
+        Two checkpoints of the same shape but other vocabularies or settings get different identities,
+        so distilled data made for one is refused by the other with both names.
+        """
+        if getattr(self, "_identity", None) is None:
+            import hashlib
+            import json
+
+            cfg = self.config.to_dict()
+            for key in ("num_labels", "id2label", "label2id", "_name_or_path", "transformers_version",
+                        "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
+                        "torch_dtype", "dtype", "architectures", "problem_type", "_attn_implementation",
+                        "attn_implementation", "_attn_implementation_autoset"):
+                cfg.pop(key, None)
+            h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+            if self.tokenizer is not None and hasattr(self.tokenizer, "get_vocab"):
+                h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+            self._identity = h.hexdigest()[:16]
+        return self._identity
 
     # --- parameters -----------------------------------------------------------------------
     def new_head(self, generator: torch.Generator | None = None) -> Params:
