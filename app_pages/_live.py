@@ -90,11 +90,12 @@ def _charts(key: str, version, build):
 
 def resume_button(run: RunDir, registry: jobs.JobRegistry, key: str) -> None:
     """Resume a stopped or killed run from its last checkpoint (only where it has one and is not finished)."""
-    state = run.state()
+    step = run.resume_step()
     total = ((run.config().get("distill") or {}).get("outer_steps")) or 0
-    if not state or not run.checkpoint("last").exists() or int(state.get("step", 0)) >= int(total):
+    if run.results().get("distillation", {}).get("status") == "done" or (step or 0) >= int(total):
         return
-    if st.button(f"Resume from step {state['step']}", key=key, help="continue from the last checkpoint"):
+    label = f"Resume from step {step}" if step else "Restart (no resume point was saved yet)"
+    if st.button(label, key=key, help="continue from the last resume point"):
         sid, label = session_owner()
         try:
             jobs.start_resume(run, registry, owner=sid, owner_label=label)

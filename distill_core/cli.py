@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-eval-at-start", action="store_true")
     g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines")
     g.add_argument("--max-minutes", type=float, help="wall-clock budget; the run stops cleanly when spent")
+    g.add_argument("--save-every-minutes", type=float, default=oc.save_every_minutes,
+                   help="also commit a resume point this often (0: only at evaluations and at the end)")
     g.add_argument("--inner-memory", choices=["auto", "store", "recompute"], default=oc.inner_memory,
                    help="keep every inner step's parameters (fast) or recompute them (memory flat in T); "
                         "auto recomputes for T > 5")
@@ -112,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(about 1.2x that of T=1) but recomputes the most steps")
     g.add_argument("--seed", type=int, default=oc.seed)
     g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last resume point; flags that do not change the method "
+                        f"({', '.join('--' + f.replace('_', '-') for f in RESUME_OVERRIDES)}) apply, others are "
+                        "refused")
 
     p = sub.add_parser("evaluate", help="fine-tune N fresh learners on a run's distilled data")
     p.add_argument("run", help="run directory, or a distilled-data .safetensors file")
@@ -187,21 +192,73 @@ def run_config_from_args(a):
                               warmup_ratio=a.warmup_ratio, schedule=a.schedule, grad_clip=a.grad_clip, eval_every=a.eval_every,
                               eval_learners=a.eval_learners, eval_precision=a.eval_precision, eval_at_start=not a.no_eval_at_start,
                               baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
+                              save_every_minutes=a.save_every_minutes,
                               inner_memory=a.inner_memory, recompute_copies=a.recompute_copies, **lrs))
 
 
-def _cmd_distill(a) -> int:
+# Settings --resume may change: they change how long, where and how often, never what is learned.
+RESUME_OVERRIDES = ("outer_steps", "device", "threads", "eval_every", "eval_learners", "eval_precision",
+                    "save_every_minutes", "max_minutes", "inner_memory", "recompute_copies", "data_dir")
+# flag dest -> (config section, field) where the names differ
+_DEST_FIELDS = {"real_batch": ("data", "real_batch_size"), "attention_weight": ("distilled", "attention_loss_weight"),
+                "model": ("model", "name"), "no_eval_at_start": ("distill", "eval_at_start"),
+                "no_baselines": ("distill", "baselines"), "no_hub": ("data", "allow_hub"),
+                "text_column": ("data", "text_columns"), "train_file": ("data", "train_file")}
+
+
+def explicit_flags(argv: list[str], parser: argparse.ArgumentParser) -> set[str]:
+    """The dests of the `distill` options written on the command line (defaults do not count)."""
+    sub = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" distill"))
+    found = set()
+    for token in argv:
+        opt = token.split("=", 1)[0]
+        action = sub._option_string_actions.get(opt)
+        if action is not None:
+            found.add(action.dest)
+    return found
+
+
+def resume_config(saved, asked, explicit: set[str]):
+    """The saved run's config with the allowed overrides applied; refuses method changes, listing them."""
+    sections = {"data": saved.data, "model": saved.model, "distilled": saved.distilled, "distill": saved.distill}
+    asked_sections = {"data": asked.data, "model": asked.model, "distilled": asked.distilled,
+                      "distill": asked.distill}
+    refused = []
+    for dest in sorted(explicit - {"resume", "out", "threads"}):
+        targets = [(sec, f) for sec, obj in sections.items() for f in obj.__dataclass_fields__ if f == dest]
+        if dest in _DEST_FIELDS:
+            targets = [_DEST_FIELDS[dest]]
+        elif dest == "lr":
+            targets = [("distill", f) for f in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr")]
+        for sec, f in targets:
+            old, new = getattr(sections[sec], f), getattr(asked_sections[sec], f)
+            if old == new:
+                continue
+            if f in RESUME_OVERRIDES:
+                setattr(sections[sec], f, new)
+            else:
+                refused.append(f"--{dest.replace('_', '-')} ({f}: {old!r} in the run, {new!r} asked)")
+    if refused:
+        raise UserError("--resume cannot change the method of a run; refused: " + "; ".join(refused) +
+                        f". Allowed: {', '.join('--' + f.replace('_', '-') for f in RESUME_OVERRIDES)}")
+    saved.validate()
+    return saved
+
+
+def _cmd_distill(a, argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .distiller import Distiller, RunConfig
-    from .runs import RunDir, default_runs_dir, new_run_name
+    from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
     _set_threads(a.threads)
     cfg = run_config_from_args(a)
     if a.resume and not a.out:
         raise UserError("--resume needs --out naming the run directory")
     if a.resume:
-        cfg = RunConfig.from_dict(RunDir(Path(a.out)).require().config())
+        run = RunDir(Path(a.out)).require()
+        cfg = resume_config(RunConfig.from_dict(run.config()), cfg, explicit_flags(argv or [], build_parser()))
+        write_json(run.config_path, {**run.config(), **cfg.to_dict()})   # the run records what it became
     out = Path(a.out) if a.out else default_runs_dir() / new_run_name(cfg.data.task or "custom")
     distiller = Distiller(cfg, run_dir=out, resume=a.resume)
     bar = tqdm(total=cfg.distill.outer_steps, initial=distiller.step, desc="distill", unit="step",
@@ -232,6 +289,7 @@ def _cmd_distill(a) -> int:
         signal.signal(signal.SIGINT, previous)
 
     signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, lambda *_: (bar.write("SIGTERM: stopping after this step"), distiller.stop()))
     summary = distiller.run_loop()
     bar.close()
     if distiller.prep.task.is_demo:
@@ -356,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .study import cmd_study
 
-    handler = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
+    handler = {"distill": lambda a: _cmd_distill(a, argv if argv is not None else sys.argv[1:]),
+               "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
                "inspect": _cmd_inspect, "study": cmd_study}[args.command]
     try:
         return handler(args)

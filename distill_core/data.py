@@ -142,6 +142,7 @@ def _check_delimited(path: Path, delimiter: str, quoting: bool) -> None:
     """
     import csv
 
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 27))   # long texts are cut at max_length later
     with open(path, newline="", encoding="utf-8", errors="strict") as fh:
         reader = csv.reader(fh, delimiter=delimiter, strict=True,
                             quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)

@@ -7,6 +7,7 @@ thread or the CLI can listen without the distiller knowing about either.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -26,7 +27,9 @@ from .inner import RECOMPUTE_COPIES, hypergradient
 from .learner import Learner, ModelConfig, learner_from_config
 from .runs import RunDir, write_json
 
-__all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare"]
+__all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare", "OPT_PREFIX"]
+
+OPT_PREFIX = "optimizer."   # resume file: optimizer state tensors are stored as optimizer.<part>.<key>
 
 Event = dict
 Callback = Callable[[Event], None]
@@ -52,6 +55,7 @@ class DistillConfig:
     eval_at_start: bool = True
     baselines: bool = True             # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
+    save_every_minutes: float = 5.0    # also commit a resume point this often (0: only at evaluations and the end)
     inner_memory: str = "auto"         # store | recompute (memory flat in T) | auto (recompute for T > 5)
     recompute_copies: int = RECOMPUTE_COPIES  # recompute mode: parameter copies kept (0: least memory, most recomputation)
     seed: int = 0
@@ -80,6 +84,8 @@ class DistillConfig:
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if not 0 <= self.recompute_copies <= 64:
             raise UserError(f"recompute_copies must be in [0, 64], got {self.recompute_copies}")
+        if not 0 <= self.save_every_minutes <= 24 * 60:
+            raise UserError(f"save_every_minutes must be in [0, 1440], got {self.save_every_minutes}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
 
@@ -141,7 +147,8 @@ def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | 
 def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     learner, task = prep.learner, prep.task
     gen = torch.Generator().manual_seed(config.distill.seed)
-    meta = {"task": task.spec.name, "model": learner.name, "demo": task.is_demo, "source": task.source}
+    meta = {"task": task.spec.name, "model": learner.name, "model_identity": learner.identity(), "demo": task.is_demo,
+            "source": task.source}
     d = DistilledData(config.distilled, task.spec.num_labels, learner.hidden_size, learner.num_layers,
                       learner.num_heads, list(task.spec.label_names), meta, device=learner.device,
                       dtype=learner.dtype, generator=gen)
@@ -182,6 +189,7 @@ class Distiller:
         self.prep = prepared or prepare(config)
         self.distilled = _new_distilled(config, self.prep)
         self.step = 0
+        self._last_commit = time.perf_counter()
         self.best: dict | None = None
         self.last_eval_step: int | None = None
         self.head_generator = torch.Generator().manual_seed(config.distill.seed + 1)
@@ -271,45 +279,58 @@ class Distiller:
             self.emit({"type": "checkpoint", "step": self.step, "best": improved})
 
     def _save_last(self) -> None:
-        """last.safetensors + optimizer state, then state.json (written last: it names the step)."""
+        """Commit a resume point: distilled data, optimizer state and loop state in ONE file, one rename.
+
+        A kill at any moment leaves either the previous resume point or this one, never a mix.
+        last.safetensors (what the pages open) and state.json (a readable mirror) follow it; resuming
+        reads only the resume file.
+        """
         from safetensors.torch import save
 
         from .distilled import atomic_write_bytes
 
         self.distilled.meta["step"] = self.step
-        self.distilled.save(self.run.checkpoint("last"))
-        opt_tensors, opt_meta = {}, []
-        for gi, group in enumerate(self.optimizer.param_groups):
+        tensors = dict(self.distilled.tensors())
+        groups = []
+        for group in self.optimizer.param_groups:
             st = self.optimizer.state.get(group["params"][0], {})
             for key, val in st.items():
                 if torch.is_tensor(val):
-                    opt_tensors[f"{group['name']}.{key}"] = val.detach().to("cpu").contiguous().reshape(val.shape)
-            opt_meta.append(group["name"])
-        atomic_write_bytes(self.run.checkpoints / "last-optimizer.safetensors", save(opt_tensors))
-        write_json(self.run.state_path, {
-            "step": self.step, "best": self.best, "groups": opt_meta,
-            "batcher": self.batcher.state(), "head_generator": self.head_generator.get_state().tolist(),
-            "scheduler": self.scheduler.state_dict()})
+                    tensors[f"{OPT_PREFIX}{group['name']}.{key}"] = val.detach().to("cpu").contiguous().reshape(val.shape)
+            groups.append(group["name"])
+        state = {"step": self.step, "best": self.best, "last_eval_step": self.last_eval_step, "groups": groups,
+                 "batcher": self.batcher.state(),
+                 "head_generator": self.head_generator.get_state().tolist(),
+                 "scheduler": self.scheduler.state_dict(), "saved_at": time.time()}
+        meta = {**self.distilled.metadata(), "resume_state": json.dumps(state)}
+        atomic_write_bytes(self.run.resume_path, save(tensors, metadata=meta))   # the commit
+        self._last_commit = time.perf_counter()
+        self.distilled.save(self.run.checkpoint("last"))
+        write_json(self.run.state_path, {k: v for k, v in state.items() if k in ("step", "best", "saved_at")})
 
     def _resume(self) -> None:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         self.run.require()
-        state = self.run.state()
-        last = self.run.checkpoint("last")
-        if not state or not last.exists():
-            raise UserError(f"{self.run.path} has no resumable checkpoint (state.json and checkpoints/last.safetensors)")
-        loaded = DistilledData.load(last, device=self.prep.learner.device, dtype=self.prep.learner.dtype,
-                                    expect=self.prep.learner.fingerprint())
-        if int(loaded.meta.get("step", -1)) != int(state["step"]):
-            raise UserError(f"{self.run.path}: state.json (step {state['step']}) and last.safetensors "
-                            f"(step {loaded.meta.get('step')}) disagree; the run was interrupted mid-save")
+        path = self.run.resume_path
+        if path.exists():
+            loaded = DistilledData.load(path, device=self.prep.learner.device, dtype=self.prep.learner.dtype,
+                                        expect=self.prep.learner.fingerprint())
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                state = json.loads((f.metadata() or {})["resume_state"])
+                opt = {k[len(OPT_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(OPT_PREFIX)}
+        elif self.run.state_path.exists() and self.run.checkpoint("last").exists():
+            loaded, state, opt = self._legacy_resume_point()    # runs saved before the one-file commit
+        else:
+            # Killed before its first resume point: start again from step 0 in the same directory
+            # (the initialisation is seeded, so this is the run it would have been).
+            self._truncate_metrics(0)
+            return
         with torch.no_grad():
             for name, t in self.distilled.learnable().items():
                 t.copy_(loaded.learnable()[name])
             self.distilled.label_values.copy_(loaded.label_values)
         self.distilled.meta.update(loaded.meta)
-        opt = load_file(str(self.run.checkpoints / "last-optimizer.safetensors"))
         for group in self.optimizer.param_groups:
             p = group["params"][0]
             st = {k.split(".", 1)[1]: v.to(p.device) for k, v in opt.items() if k.split(".", 1)[0] == group["name"]}
@@ -322,6 +343,27 @@ class Distiller:
         self.head_generator.set_state(torch.tensor(state["head_generator"], dtype=torch.uint8))
         self.step = int(state["step"])
         self.best = state.get("best")
+        self.last_eval_step = state.get("last_eval_step")   # a finished final evaluation is not repeated
+        self._truncate_metrics(self.step)
+
+    def _legacy_resume_point(self):
+        from safetensors.torch import load_file
+
+        state = self.run.state()
+        loaded = DistilledData.load(self.run.checkpoint("last"), device=self.prep.learner.device,
+                                    dtype=self.prep.learner.dtype, expect=self.prep.learner.fingerprint())
+        if int(loaded.meta.get("step", -1)) != int(state["step"]):
+            raise UserError(f"{self.run.path}: state.json (step {state['step']}) and last.safetensors "
+                            f"(step {loaded.meta.get('step')}) disagree; the run was interrupted mid-save")
+        return loaded, state, load_file(str(self.run.checkpoints / "last-optimizer.safetensors"))
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Cut what was logged after the resume point, so no step or evaluation appears twice."""
+        records = self.run.metrics()
+        keep = [] if step == 0 else [r for r in records if int(r.get("step", 0) or 0) <= step
+                                     and r.get("type") not in ("done", "stopped", "error")]
+        if len(keep) != len(records):
+            self.run.rewrite_metrics(keep)
 
     # --- the loop ------------------------------------------------------------------------------
     def _baselines(self) -> None:
@@ -404,6 +446,9 @@ class Distiller:
                 self.emit(record)
                 if c.eval_every and self.step % c.eval_every == 0 and self.step < c.outer_steps:
                     self._eval_and_checkpoint()
+                elif (self.run is not None and c.save_every_minutes
+                      and time.perf_counter() - self._last_commit >= c.save_every_minutes * 60):
+                    self._save_last()
             if status == "done" and self.step > 0 and self.last_eval_step != self.step:
                 self._eval_and_checkpoint()
             elif self.run is not None and self.step > 0 and self.last_eval_step != self.step:

@@ -221,7 +221,9 @@ class Job:
         where = f" at step {step}" if kind == "distill" and step else ""
         msg = f"the job process ended without finishing ({how}){where}"
         if kind == "distill":
-            msg += "; its last checkpoint is kept and Resume continues from it"
+            step = RunDir(self.run_dir).resume_step()
+            msg += (f"; Resume continues from its last resume point (step {step})" if step else
+                    "; it had saved no resume point yet, so Resume starts it again")
         return msg + (f". Its last message: {last}" if last else "")
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
@@ -550,8 +552,6 @@ def start_resume(run: RunDir, registry: JobRegistry = REGISTRY, owner: str | Non
     from .distiller import RunConfig
 
     run.require()
-    if not run.state_path.exists() or not run.checkpoint("last").exists():
-        raise UserError(f"{run.name} has no resumable checkpoint (state.json and checkpoints/last.safetensors)")
     busy = registry.for_run(run.path, "distill")
     if busy is not None and not busy.snapshot().finished:
         raise UserError(f"{run.name} is already running or queued")

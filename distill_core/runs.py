@@ -74,6 +74,24 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    @property
+    def resume_path(self) -> Path:
+        """The one-file resume point (distilled data + optimizer + loop state), committed by one rename."""
+        return self.checkpoints / "resume.safetensors"
+
+    def resume_step(self) -> int | None:
+        """The step a resume would continue from, or None if the run has no resume point."""
+        if self.resume_path.exists():
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(self.resume_path), framework="pt", device="cpu") as f:
+                    return int(json.loads((f.metadata() or {})["resume_state"])["step"])
+            except Exception:
+                return None
+        state = self.state()
+        return int(state["step"]) if state and self.checkpoint("last").exists() else None
+
     def checkpoint(self, which: str) -> Path:
         """`best`, `last` or `step-000050`."""
         return self.checkpoints / f"{which}.safetensors"
@@ -103,6 +121,11 @@ class RunDir:
         line = json.dumps(record, default=float) + "\n"
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
             fh.write(line)
+
+    def rewrite_metrics(self, records: list[dict]) -> None:
+        """Replace metrics.jsonl atomically (used when a resume cuts what came after its resume point)."""
+        data = "".join(json.dumps(r, default=float) + "\n" for r in records).encode()
+        atomic_write_bytes(self.metrics_path, data)
 
     def metrics(self) -> list[dict]:
         """All complete metric records (a torn last line from a crash is skipped)."""

@@ -105,6 +105,8 @@ FIELDS: tuple[Field, ...] = (
           "0 keeps the least memory but recomputes the most inner steps; each copy costs one set of "
           "model weights", min=0),
     Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", 0.0, min=0.0),
+    Field("save_every_minutes", "Save a resume point every N minutes (0 = only at evaluations)",
+          "Outer loop and evaluation", "float", 5.0, "a killed run resumes from its last resume point", min=0.0),
     Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
 )
 
