@@ -55,6 +55,11 @@ def load_checkpoint(run: RunDir, checkpoint: str) -> tuple[Learner, DistilledDat
     return _cached_distilled(str(path), path.stat().st_mtime, cfg.get("name") or "bundled", "auto")
 
 
+def is_served() -> bool:
+    """Whether the app listens beyond this machine (then file paths are limited to DISTILL_ALLOWED_DIRS)."""
+    return (st.get_option("server.address") or "") not in ("127.0.0.1", "localhost", "::1")
+
+
 def is_dark() -> bool:
     """Whether the browser shows Streamlit's dark theme (figures and bertviz views follow it)."""
     try:

@@ -3,10 +3,12 @@
 import streamlit as st
 
 from distill_core import jobs
+from distill_core.errors import UserError
+from distill_core.paths import allowed_dirs, inside_allowed, run_name_in
 from distill_core.runs import RunDir, default_runs_dir, list_runs
 from distill_core.views import form, intro
 from app_pages._live import busy_notice, live_run_panel, session_owner
-from app_pages._shared import PAGES, field_widget, is_dark, job_registry, show_error
+from app_pages._shared import PAGES, field_widget, is_dark, is_served, job_registry, show_error
 
 st.title("Distill")
 st.caption("Learn a tiny synthetic training set with attention labels (Maekawa et al., ACL 2023). Defaults are "
@@ -43,6 +45,11 @@ with st.sidebar:
 
 if start:
     try:
+        if is_served():   # a browser elsewhere must not read the server's files by naming them
+            for key, what in (("train_path", "the train file path"), ("eval_path", "the evaluation file path"),
+                              ("data_dir", "the data directory")):
+                if values.get(key) and not (key == "data_dir" and values[key] == d["data_dir"]):
+                    values[key] = str(inside_allowed(values[key], allowed_dirs(), what))
         owner, owner_label = session_owner()
         running = reg.active()
         job = jobs.start_distill(form.config_from_values(values, source), reg, uploads=uploads or None,
@@ -55,6 +62,13 @@ if start:
             show_error(exc)
 
 wanted = st.query_params.get("run")
+if wanted:
+    try:
+        run_name_in([default_runs_dir()], wanted)
+    except UserError as exc:          # ?run=../elsewhere or an absolute path: refused, not opened
+        show_error(exc)
+        wanted = None
+        st.query_params.pop("run", None)
 # the run's latest distill job (a resumed run has several); else a job id from an older link
 job = (reg.for_run(default_runs_dir() / wanted, "distill") or reg.get(wanted)) if wanted else None
 if job is None and not wanted:

@@ -308,3 +308,10 @@ def test_the_cli_reads_a_run_made_in_the_app(ui_run, runs_dir, capsys):
     assert main(["inspect", str(runs_dir / run_id), "--json", "--checkpoint", "best", "--top-k", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["samples"]) == 2 and len(summary["samples"][0]["nearest"]) == TINY["seq_len"]
+
+
+@pytest.mark.parametrize("name", ["../secret", "/etc", "a/../../b"])
+def test_the_distill_page_refuses_a_run_parameter_outside_the_runs_root(runs_dir, name):
+    at = ok(app(run=name).run())
+    assert any("is not a run name" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.subheader                                          # nothing was opened
