@@ -305,7 +305,14 @@ def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: 
     from .distiller import RunConfig, prepare
     from .runs import RunDir
 
-    run = RunDir(Path(run_path)).require()
+    from .paths import cli_run_path
+    from .runs import default_runs_dir
+
+    import os
+
+    study = os.environ.get("DISTILL_STUDY_DIR") or Path(__file__).resolve().parent.parent / "docs" / "reproduction"
+    study_runs = Path(study) / "runs"
+    run = RunDir(cli_run_path(run_path, [default_runs_dir(), study_runs])).require()
     cfg = RunConfig.from_dict(run.config())
     if data_dir:
         cfg.data.data_dir = data_dir

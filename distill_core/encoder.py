@@ -61,17 +61,21 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _attend(q, k, v, mask, eager: bool):
-    """Context (R, S_q, H) and, when eager, the attention probabilities (R, n, S_q, S_k)."""
-    if eager:  # plain ops: differentiable twice, and the probabilities are returned
+    """Context (R, S_q, H) and, when eager, the attention LOG-probabilities (R, n, S_q, S_k).
+
+    Log-probabilities from log_softmax, so the attention KL needs no clamp before its log: where a
+    label has mass and the model has almost none, the loss and its gradient stay exact.
+    """
+    if eager:  # plain ops: differentiable twice, and the log-probabilities are returned
         scores = torch.matmul(q, k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        probs = scores.softmax(-1)
-        ctx = torch.matmul(probs, v)
+        log_probs = scores.log_softmax(-1)
+        ctx = torch.matmul(log_probs.exp(), v)
     else:
-        probs = None
+        log_probs = None
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return ctx.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1), probs
+    return ctx.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1), log_probs
 
 
 def _cls_slots(cls_index: torch.Tensor, rows: int, width: int):
@@ -93,12 +97,12 @@ def _layer(p: dict, name: str, spec: EncoderSpec, h: torch.Tensor, mask, eager: 
     v = _heads(_linear(h, p, a + "self.value", fold), spec.num_heads)
     if not cls_only:
         q = _heads(_linear(h, p, a + "self.query", fold), spec.num_heads)
-        ctx, probs = _attend(q, k, v, mask, eager)
+        ctx, log_probs = _attend(q, k, v, mask, eager)
         resid = h
     elif cls_index is None:  # [CLS] is position 0 of every row
         resid = h[:, :1]
         q = _heads(_linear(resid, p, a + "self.query", fold), spec.num_heads)
-        ctx, probs = _attend(q, k, v, None if mask is None else mask[:, :, :1], eager)
+        ctx, log_probs = _attend(q, k, v, None if mask is None else mask[:, :, :1], eager)
     else:  # packed rows: several [CLS] per row, gathered into slots (R, C_max)
         R, W = h.shape[0], h.shape[1]
         row, slot, c_max = _cls_slots(cls_index, R, W)
@@ -110,26 +114,28 @@ def _layer(p: dict, name: str, spec: EncoderSpec, h: torch.Tensor, mask, eager: 
         m = torch.zeros((R, 1, c_max, W), dtype=torch.bool, device=h.device)
         m[:, :, :, 0] = True  # empty slots attend somewhere (no NaN); they are dropped below
         m[row, 0, slot] = mask[row, 0, pos]
-        ctx_slots, probs = _attend(_heads(q_slots, spec.num_heads), k, v, m, eager)
+        ctx_slots, log_probs = _attend(_heads(q_slots, spec.num_heads), k, v, m, eager)
         ctx = ctx_slots[row, slot]
         resid = resid_flat
     h = _norm(_linear(ctx, p, a + "output.dense", fold) + resid, p, a + "output.LayerNorm", spec.eps)
     inter = F.gelu(_linear(h, p, name + ".intermediate.dense", fold))
     h = _norm(_linear(inter, p, name + ".output.dense", fold) + h, p, name + ".output.LayerNorm", spec.eps)
-    return h, probs
+    return h, log_probs
 
 
 def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Tensor | None = None,
                     input_ids: torch.Tensor | None = None, word_embeddings: torch.Tensor | None = None,
                     token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None, cls_index: torch.Tensor | None = None,
-                    attention: str = "none", eager: bool = False, fold_slot: FoldSlot | None = None):
+                    attention: str = "none", eager: bool = False, fold_slot: FoldSlot | None = None,
+                    attention_log: bool = False):
     """Logits (B, C) and the attention the losses read.
 
     mask: (R, 1, S, S) or (R, 1, 1, S) bool, True = may attend (None: all tokens).
     cls_index: flat [CLS] positions of packed rows (None: position 0 of each row).
     attention: "none"; "cls" returns the [CLS] query rows (B, K, H, S); "all" every row (B, K, H, S, S)
-    (then the last layer runs on every position). Attention probabilities need eager=True.
+    (then the last layer runs on every position). Attention probabilities need eager=True;
+    attention_log=True returns them as log-probabilities (exact, from log_softmax).
     fold_slot: build the linears so that a reverse step can fold their part of H_t a into the adjoint
     (distill_core.adjoint_fold); for a synthetic pass that will be differentiated twice.
     """
@@ -150,16 +156,19 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
     rows = []
     for i in range(spec.num_layers):
         last = i == spec.num_layers - 1
-        h, probs = _layer(params, f"{pre}encoder.layer.{i}", spec, h, mask, eager, cls_index,
+        h, log_probs = _layer(params, f"{pre}encoder.layer.{i}", spec, h, mask, eager, cls_index,
                           cls_only=last and attention != "all", fold=fold_slot)
         if attention == "cls":
-            rows.append(probs[:, :, 0])
+            rows.append(log_probs[:, :, 0])
         elif attention == "all":
-            rows.append(probs)
+            rows.append(log_probs)
     if cls_index is not None:
         cls = h if h.dim() == 2 else h.reshape(-1, h.shape[-1]).index_select(0, cls_index)
     else:
         cls = h[:, 0]
     pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense", fold_slot))
     logits = _linear(pooled, params, "classifier", fold_slot)
-    return logits, (torch.stack(rows, dim=1) if rows else None)
+    if not rows:
+        return logits, None
+    log_rows = torch.stack(rows, dim=1)
+    return logits, (log_rows if attention_log else log_rows.exp())

@@ -46,11 +46,11 @@ def inner_loss(learner: Learner, params: Params, batch: StepBatch, attention_mod
     """L_task + lambda * L_attn of the learner with `params` on one synthetic batch."""
     want_attn = batch.attention_logits is not None and attention_mode != "none"
     logits, rows = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none",
-                                             fold_slot)
+                                             fold_slot, log=True)
     task = soft_cross_entropy(logits, batch.targets)
     if not want_attn:
         return InnerLoss(task, task, None)
-    attn = attention_kl_rows(batch.attention_logits, rows, attention_mode).mean()
+    attn = attention_kl_rows(batch.attention_logits, rows, attention_mode, log_actual=True).mean()
     return InnerLoss(task + attention_weight * attn, task, attn)
 
 

@@ -213,19 +213,23 @@ class Learner:
                             token_type_ids=batch.token_type_ids, eager=False).logits
 
     def synthetic_forward(self, params: Params, embeds: torch.Tensor, attention: str = "none",
-                          fold_slot=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          fold_slot=None, log: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits of a synthetic batch and the attention its labels are compared with.
 
         Eager attention throughout (the inner loop differentiates this pass twice). attention:
         "none"; "cls": [CLS] query rows (B, K, H, L); "all": every row (B, K, H, L, L).
         fold_slot: an adjoint_fold.FoldSlot for a pass a reverse step will differentiate twice (engine
-        encoder only; the Hugging Face path ignores it).
+        encoder only; the Hugging Face path ignores it). log: the attention as log-probabilities, exact on
+        the engine's encoder; the Hugging Face path only has probabilities and takes their clamped log.
         """
         if self.encoder_spec is not None:
             return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True,
-                                   fold_slot=fold_slot)
+                                   fold_slot=fold_slot, attention_log=log)
         out = self.forward(params, inputs_embeds=embeds, output_attentions=attention != "none", eager=True)
-        return out.logits, None if attention == "none" else attention_rows(out.attentions, attention)
+        if attention == "none":
+            return out.logits, None
+        rows = attention_rows(out.attentions, attention)
+        return out.logits, (rows.clamp_min(1e-12).log() if log else rows)
 
     @contextlib.contextmanager
     def attention_implementation(self, impl: str) -> Iterator[None]:

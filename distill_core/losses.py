@@ -11,10 +11,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "attention_kl_rows", "attention_rows", "kl_to_attention", "ATTENTION_MODES"]
+__all__ = ["soft_cross_entropy", "attention_kl", "attention_kl_per_head", "attention_kl_rows", "attention_rows",
+           "kl_to_attention", "kl_between_logs", "ATTENTION_MODES"]
 
 ATTENTION_MODES = ("none", "cls", "all")
-_TINY = 1e-12  # attention probabilities below this are clamped before the log
+_TINY = 1e-12  # where only probabilities exist (Hugging Face modules, inspection), they are clamped before the log
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -46,17 +47,25 @@ def attention_rows(attentions: Sequence[torch.Tensor], mode: str = "cls") -> tor
     return actual[..., 0, :] if mode == "cls" else actual
 
 
-def attention_kl_rows(label_logits: torch.Tensor, actual: torch.Tensor, mode: str = "cls") -> torch.Tensor:
+def attention_kl_rows(label_logits: torch.Tensor, actual: torch.Tensor, mode: str = "cls",
+                      log_actual: bool = False) -> torch.Tensor:
     """KL per sample, layer and head (B, K, H), from the model's attention rows already stacked.
 
-    actual: (B, K, H, L) [CLS] query rows for mode "cls", (B, K, H, L, L) for mode "all".
+    actual: (B, K, H, L) [CLS] query rows for mode "cls", (B, K, H, L, L) for mode "all"; probabilities,
+    or log-probabilities with log_actual=True (exact: no clamp before the log).
     """
     if mode not in ("cls", "all"):
         raise ValueError(f"attention mode must be 'cls' or 'all', got {mode!r}")
-    kl = kl_to_attention(F.log_softmax(label_logits, dim=-1), actual)
+    log_target = F.log_softmax(label_logits, dim=-1)
+    kl = kl_between_logs(log_target, actual) if log_actual else kl_to_attention(log_target, actual)
     if mode == "all":
         kl = kl.mean(-1)                                              # mean over query rows
     return kl
+
+
+def kl_between_logs(log_target: torch.Tensor, log_actual: torch.Tensor) -> torch.Tensor:
+    """KL(target || actual) over the last dim, both given as log-probabilities (exact)."""
+    return (log_target.exp() * (log_target - log_actual)).sum(-1)
 
 
 def kl_to_attention(log_target: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:

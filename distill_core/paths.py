@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["run_name_in", "inside_allowed", "allowed_dirs", "ALLOWED_DIRS_ENV"]
+__all__ = ["run_name_in", "inside_allowed", "allowed_dirs", "cli_run_path", "ALLOWED_DIRS_ENV"]
 
 ALLOWED_DIRS_ENV = "DISTILL_ALLOWED_DIRS"   # os.pathsep-separated directories a served app may read
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -49,3 +49,12 @@ def inside_allowed(path: str, allowed: list[Path], what: str) -> Path:
         if real == root or root in real.parents:
             return real
     raise UserError(f"{what} {path!r} is outside the allowed directories ({', '.join(map(str, allowed))})")
+
+
+def cli_run_path(arg: str, roots: list[Path]) -> Path:
+    """A command-line run argument: a path as given (the shell's user chose it), or a bare run name
+    looked up inside `roots` (the runs directory, then the study's runs) with run_name_in's checks."""
+    path = Path(arg)
+    if path.exists() or os.sep in arg or (os.altsep and os.altsep in arg):
+        return path
+    return run_name_in(roots, arg)

@@ -184,3 +184,14 @@ def test_the_cli_answers_hostile_input_with_one_line(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_bare_run_name_on_the_command_line_is_looked_up_inside_the_run_roots(tmp_path, monkeypatch):
+    from distill_core.paths import cli_run_path
+
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert cli_run_path("mine", [tmp_path / "runs"]) == tmp_path / "runs" / "mine"
+    for name in ("x;rm -rf", ".hidden", "a b"):
+        with pytest.raises(UserError, match="is not a run name"):
+            cli_run_path(name, [tmp_path / "runs"])

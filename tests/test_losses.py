@@ -68,3 +68,19 @@ def test_kl_is_zero_when_label_equals_attention():
     attn = torch.softmax(torch.randn(1, 2, 5, 5, dtype=torch.float64), -1)
     logits = attn[:, :, 0, :].log()[:, None]  # (1, 1, 2, 5)
     assert float(attention_kl(logits, [attn], "cls")) == pytest.approx(0.0, abs=1e-14)
+
+
+def test_attention_kl_from_log_probabilities_is_exact_where_the_model_has_almost_no_mass():
+    from distill_core.losses import attention_kl_rows
+
+    label = torch.tensor([[[[0.0, 0.0]]]], dtype=torch.float64)          # target (0.5, 0.5)
+    scores = torch.tensor([[[[0.0, -60.0]]]], dtype=torch.float64, requires_grad=True)
+    log_actual = torch.log_softmax(scores, dim=-1)                        # model: second position ~ e^-60
+    kl = attention_kl_rows(label, log_actual, "cls", log_actual=True).sum()
+    p = 0.5
+    want = p * (math.log(p) - log_actual[0, 0, 0, 0].item()) + p * (math.log(p) - log_actual[0, 0, 0, 1].item())
+    assert kl.item() == pytest.approx(want, rel=1e-12) and kl.item() > 29      # a clamp at 1e-12 would cap it near 13
+    kl.backward()
+    assert scores.grad[0, 0, 0, 1].item() == pytest.approx(-0.5, abs=1e-12)  # the gradient still pulls mass there
+    clamped = attention_kl_rows(label, log_actual.detach().exp(), "cls").sum()
+    assert clamped.item() < kl.item() - 10
