@@ -188,11 +188,15 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
         caption = st.container()
         if start:
             cap, rows = (cfg.get("data") or {}).get("eval_rows"), start.get("eval_rows", "?")
-            subset = " (a random subset for speed; Runs › Evaluate scores the full split)" if rows == cap else ""
+            split = start.get("eval_split")
+            where = ("dev rows (held out from train; the evaluation split is kept for Runs › Evaluate)"
+                     if split == "dev" else f"rows of the {split or 'evaluation'} split"
+                     + ("" if split else " (a run made before the dev split: selection used the reported split)"))
+            subset = " (a random subset for speed)" if rows == cap else ""
             demo = " Built-in demo data: these numbers say nothing about real benchmarks." if start.get("demo") else ""
             learners = (cfg.get("distill") or {}).get("eval_learners", "?")
             caption.caption(f"Accuracy: mean ± std over {learners} fresh learner{'' if learners == 1 else 's'} on "
-                            f"{rows} evaluation rows{subset}.{demo}")
+                            f"{rows} {where}{subset}.{demo}")
         st.plotly_chart(acc, key="accuracy_chart")
         st.plotly_chart(train, key="training_chart")
         if not (snap and snap.active):   # last in the fragment: nothing after it can shift

@@ -14,6 +14,8 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from .data import DataConfig
+
     g = p.add_argument_group("data")
     g.add_argument("--task", help="registered task: sst2, mrpc, qnli, ag_news, rte, mnli, qqp, demo")
     g.add_argument("--data-dir", help="directory with <task>/<split>.parquet|csv|tsv|jsonl (env DISTILL_DATA_DIR); "
@@ -28,6 +30,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-rows", type=int, help="use at most this many random train rows")
     g.add_argument("--eval-rows", type=int, help="use at most this many random evaluation rows")
     g.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub")
+    dc = DataConfig()
+    g.add_argument("--dev-fraction", type=float, default=dc.dev_fraction,
+                   help="share of train held out (stratified, seeded) as the dev split that periodic validation, "
+                        f"best and grids use; 0: none, select on the evaluation split (default {dc.dev_fraction})")
+    g.add_argument("--dev-max-rows", type=int, default=dc.dev_max_rows,
+                   help=f"at most this many dev rows (default {dc.dev_max_rows})")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +53,8 @@ def _data_config(a):
     return DataConfig(task=None if a.train_file else a.task, data_dir=a.data_dir, train_file=a.train_file,
                       eval_file=a.eval_file, text_columns=list(a.text_column), label_column=a.label_column,
                       max_length=a.max_length, real_batch_size=a.real_batch, train_rows=a.train_rows,
-                      eval_rows=a.eval_rows, allow_hub=not a.no_hub, seed=getattr(a, "seed", 0))
+                      eval_rows=a.eval_rows, allow_hub=not a.no_hub, seed=getattr(a, "seed", 0),
+                      dev_fraction=a.dev_fraction, dev_max_rows=a.dev_max_rows)
 
 
 def _model_config(a):
@@ -113,16 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute mode: parameter copies kept besides theta_0; 0 uses the least memory "
                         "(about 1.2x that of T=1) but recomputes the most steps")
     g.add_argument("--seed", type=int, default=oc.seed)
+    g.add_argument("--seeds", type=int, default=1,
+                   help="distil this many times, with seeds --seed, --seed+1, ..., into OUT-seedN each; "
+                        "evaluate them together with `evaluate OUT-seed0 OUT-seed1 ...`")
     g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last resume point; flags that do not change the method "
                         f"({', '.join('--' + f.replace('_', '-') for f in RESUME_OVERRIDES)}) apply, others are "
                         "refused")
 
-    p = sub.add_parser("evaluate", help="fine-tune N fresh learners on a run's distilled data")
-    p.add_argument("run", help="run directory, or a distilled-data .safetensors file")
+    p = sub.add_parser("evaluate", help="fine-tune N fresh learners on a run's distilled data",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run", nargs="+",
+                   help="run directory (or a run name), or a distilled-data .safetensors file (its header names "
+                        "the task and model; --data-dir says where the data is); several runs (the seeds of one "
+                        "setting) print, besides each, the mean and std over seeds and the pooled learner std")
     p.add_argument("--learners", type=int, default=100)
-    p.add_argument("--checkpoint", default="last", help="last, best or step-NNNNNN")
+    p.add_argument("--checkpoint", default="last", help="last, best or step-NNNNNN (runs only)")
+    p.add_argument("--split", help="the task's evaluation split (default) or dev (the selection split the run "
+                                   "validated on)")
     p.add_argument("--seed", type=int, default=1234, help="head seeds seed..seed+N-1")
     p.add_argument("--data-dir", help="override the run's data directory")
     p.add_argument("--eval-rows", type=int,
@@ -137,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_data_args(p)
     _add_model_args(p)
-    p.add_argument("--kind", required=True, choices=["majority", "random-kshot", "full"])
+    p.add_argument("--kind", required=True, choices=["majority", "random-kshot", "random-kshot-tuned", "full"],
+                   help="random-kshot-tuned: the inner lr is chosen on the dev split's loss over --lr-grid, "
+                        "per (k, inner steps), then scored like random-kshot")
+    p.add_argument("--lr-grid", type=float, nargs="+", help="random-kshot-tuned: inner lrs to try "
+                   "(default 0.01 0.03 0.1 0.3 1.0)")
     p.add_argument("--learners", type=int, default=20)
     p.add_argument("--k", type=int, default=1, help="random-kshot: real examples per class")
     p.add_argument("--inner-steps", type=int, default=1, help="random-kshot: SGD steps")
@@ -246,9 +268,7 @@ def resume_config(saved, asked, explicit: set[str]):
 
 
 def _cmd_distill(a, argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    from .distiller import Distiller, RunConfig
+    from .distiller import RunConfig
     from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
     _set_threads(a.threads)
@@ -260,7 +280,29 @@ def _cmd_distill(a, argv: list[str] | None = None) -> int:
         cfg = resume_config(RunConfig.from_dict(run.config()), cfg, explicit_flags(argv or [], build_parser()))
         write_json(run.config_path, {**run.config(), **cfg.to_dict()})   # the run records what it became
     out = Path(a.out) if a.out else default_runs_dir() / new_run_name(cfg.data.task or "custom")
-    distiller = Distiller(cfg, run_dir=out, resume=a.resume)
+    if a.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {a.seeds}")
+    if a.seeds > 1 and a.resume:
+        raise UserError("--resume continues one run; resume each seed's run (OUT-seedN) on its own")
+    if a.seeds == 1:
+        return _distill_one(cfg, out, a.resume)
+    import copy
+
+    status = 0
+    for k in range(a.seeds):   # the data seed (dev split, caps) stays: only the distillation's seed moves
+        seeded = copy.deepcopy(cfg)
+        seeded.distill.seed = cfg.distill.seed + k
+        status = max(status, _distill_one(seeded, out.with_name(f"{out.name}-seed{seeded.distill.seed}"), False))
+    return status
+
+
+def _distill_one(cfg, out: Path, resume: bool) -> int:
+    """One distillation with a progress bar; Ctrl-C and SIGTERM stop it cleanly after the current step."""
+    from tqdm import tqdm
+
+    from .distiller import Distiller
+
+    distiller = Distiller(cfg, run_dir=out, resume=resume)
     bar = tqdm(total=cfg.distill.outer_steps, initial=distiller.step, desc="distill", unit="step",
                file=sys.stderr, dynamic_ncols=True)
     metric = distiller.prep.task.spec.primary_metric
@@ -328,26 +370,69 @@ def _load_for_run(run_path: str, checkpoint: str, data_dir: str | None, device: 
     return run, cfg, prep, distilled
 
 
+def _load_bare_file(path: Path, data_dir: str | None, device: str, eval_rows: int | None):
+    """A distilled-data file on its own: its header names the task and the model."""
+    from .data import DataConfig
+    from .distilled import DistilledData
+    from .distiller import RunConfig, prepare
+    from .learner import ModelConfig
+
+    meta = DistilledData.load(path).meta
+    if not meta.get("task") or meta.get("task") == "custom":
+        raise UserError(f"{path} does not name a registered task in its header; evaluate its run directory instead")
+    cfg = RunConfig(data=DataConfig(task=meta["task"], data_dir=data_dir, eval_rows=eval_rows),
+                    model=ModelConfig(name=meta.get("model") or ModelConfig().name, device=device))
+    prep = prepare(cfg)
+    distilled = DistilledData.load(path, device=prep.learner.device, dtype=prep.learner.dtype,
+                                   expect=prep.learner.fingerprint())
+    return None, cfg, prep, distilled
+
+
 def _cmd_evaluate(a) -> int:
+    from .evaluation import aggregate_seeds
+
+    _set_threads(a.threads)
+    if len(a.run) == 1:
+        print(json.dumps(_evaluate_one(a, a.run[0])["metrics"]))
+        return 0
+    results = [_evaluate_one(a, r) for r in a.run]
+    aggregate = aggregate_seeds([r["per_learner"] for r in results])
+    print(json.dumps({"runs": a.run, "per_run": [r["metrics"] for r in results], "across_seeds": aggregate}))
+    return 0
+
+
+def _evaluate_one(a, run_arg: str) -> dict:
     from tqdm import tqdm
 
     from .evaluation import EvalConfig, evaluate_distilled
 
-    _set_threads(a.threads)
-    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device, a.eval_rows)
+    target = Path(run_arg)
+    if target.is_file() and target.suffix == ".safetensors":
+        run, cfg, prep, distilled = _load_bare_file(target, a.data_dir, a.device, a.eval_rows)
+    else:
+        run, cfg, prep, distilled = _load_for_run(run_arg, a.checkpoint, a.data_dir, a.device, a.eval_rows)
+    eval_name = prep.task.spec.eval_split if not cfg.data.is_custom else "evaluation file"
+    split = a.split or eval_name
+    if split == "dev":
+        if prep.dev is None:
+            raise UserError("this run has no dev split (made before it, or with dev_fraction 0)")
+        encoded = prep.dev
+    elif split in (eval_name, prep.task.spec.eval_split):
+        encoded = prep.eval
+    else:
+        raise UserError(f"--split must be dev or {eval_name}, got {split!r}")
     bar = tqdm(total=a.learners, desc="evaluate", unit="learner", file=sys.stderr, dynamic_ncols=True)
-    result = evaluate_distilled(prep.learner, distilled, prep.eval, prep.task.spec.metrics,
+    result = evaluate_distilled(prep.learner, distilled, encoded, prep.task.spec.metrics,
                                 EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
                                 progress=lambda done, total: bar.update(1))
     bar.close()
-    run.update_results(evaluation={"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
-                                   "precision": a.precision, "eval_rows": len(prep.eval),
-                                   "split": prep.task.spec.eval_split if not cfg.data.is_custom else "evaluation file",
-                                   "metrics": result["metrics"],
-                                   "per_learner": result["per_learner"], "seconds": result["seconds"],
-                                   "step": distilled.meta.get("step"), "demo": prep.task.is_demo})
-    print(json.dumps(result["metrics"]))
-    return 0
+    if run is not None:
+        run.add_evaluation({"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
+                            "precision": a.precision, "eval_rows": len(encoded), "split": split,
+                            "metrics": result["metrics"], "per_learner": result["per_learner"],
+                            "seconds": result["seconds"], "step": distilled.meta.get("step"),
+                            "demo": prep.task.is_demo})
+    return result
 
 
 def _cmd_baseline(a) -> int:
@@ -363,6 +448,19 @@ def _cmd_baseline(a) -> int:
     spec = prep.task.spec
     if a.kind == "majority":
         result = majority_baseline(prep.task.train.labels, prep.eval, spec.metrics, spec.num_labels)
+    elif a.kind == "random-kshot-tuned":
+        from .evaluation import KSHOT_LR_GRID, tuned_kshot_baseline
+
+        if prep.dev is None:
+            raise UserError("random-kshot-tuned needs a dev split (--dev-fraction > 0 and a train split of 50+ rows)")
+        bar = tqdm(total=a.learners, desc="random-kshot-tuned", unit="learner", file=sys.stderr)
+        result = tuned_kshot_baseline(prep.learner, prep.train, prep.dev, prep.eval, spec.metrics, a.k,
+                                      a.inner_steps, a.different_data_per_step, tuple(a.lr_grid or KSHOT_LR_GRID),
+                                      config=EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
+                                      progress=lambda d, t: bar.update(1))
+        bar.close()
+        result.pop("per_learner", None)
+        result["dev_loss"] = {str(k): v for k, v in result["dev_loss"].items()}
     elif a.kind == "random-kshot":
         if a.k < 1 or a.inner_steps < 1 or a.learners < 1:
             raise UserError("--k, --inner-steps and --learners must be >= 1")

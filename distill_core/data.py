@@ -17,7 +17,7 @@ import torch
 from .errors import UserError
 from .tasks import TaskSpec, get_task
 
-__all__ = [
+__all__ = ["carve_dev", 
     "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "PackedBatch", "RealBatcher", "pack", "real_batches",
     "load_task_data", "read_table", "encode_split", "DEMO_DIR", "default_data_dir",
 ]
@@ -25,6 +25,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO_ROOT / "assets" / "demo"
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
+# A train split this small keeps every row for training; selection then falls back to the evaluation
+# split, and the run says so (its events name that split).
+MIN_TRAIN_FOR_DEV = 50
 
 
 def default_data_dir() -> str | None:
@@ -48,6 +51,10 @@ class DataConfig:
     eval_rows: int | None = None         # optional cap on the evaluation split (periodic validation)
     allow_hub: bool = True
     seed: int = 0
+    # The selection split: carved from train (stratified, seeded), never in real batches. Periodic
+    # validation, `best` and every grid choice use it; the evaluation split is kept for reported numbers.
+    dev_fraction: float = 0.05
+    dev_max_rows: int = 2000
 
     def validate(self) -> None:
         custom = self.train_file is not None or self.eval_file is not None
@@ -72,6 +79,10 @@ class DataConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UserError(f"{name} must be >= 1 when set, got {v}")
+        if not 0 <= self.dev_fraction <= 0.5:
+            raise UserError(f"dev_fraction must be in [0, 0.5] (0: no dev split), got {self.dev_fraction}")
+        if self.dev_max_rows < 1:
+            raise UserError(f"dev_max_rows must be >= 1, got {self.dev_max_rows}")
 
     @property
     def is_custom(self) -> bool:
@@ -98,6 +109,7 @@ class TaskData:
     train: Split
     eval: Split
     source: str
+    dev: Split | None = None         # held out from train for selection (None: dev_fraction 0)
 
     @property
     def is_demo(self) -> bool:
@@ -296,9 +308,45 @@ def load_task_data(cfg: DataConfig) -> TaskData:
             sources.append(where)
         train, evaluation = splits["train"], splits["evaluation"]
         source = ", ".join(sources)
+    dev = None
+    if cfg.dev_fraction > 0 and len(train) >= MIN_TRAIN_FOR_DEV:
+        train, dev = carve_dev(train, spec.num_labels, cfg.dev_fraction, cfg.dev_max_rows, cfg.seed)
+        _require_two_classes(train, spec.label_names)
     train = _cap(train, cfg.train_rows, rng)
     evaluation = _cap(evaluation, cfg.eval_rows, rng)
-    return TaskData(spec, train, evaluation, source)
+    if dev is not None:
+        dev = _cap(dev, cfg.eval_rows, rng)
+    return TaskData(spec, train, evaluation, source, dev)
+
+
+def carve_dev(train: Split, num_labels: int, fraction: float, max_rows: int, seed: int) -> tuple[Split, Split]:
+    """(train without the dev rows, dev): a seeded, stratified share of train, at most max_rows rows.
+
+    Each class gives the same fraction of its rows (at least one where it has two or more), so dev
+    has train's class balance; the same seed always carves the same rows. Small train splits give at
+    least min(100, a fifth) of their rows.
+    """
+    rng = np.random.default_rng([seed, 0xDE5])
+    # at least 100 rows (or a fifth of a small train split): a dev split of 15 rows would make every
+    # validation point and every choice a coin toss
+    total = min(max_rows, max(1, round(fraction * len(train)), min(100, len(train) // 5)))
+    share = total / len(train)
+    picks = []
+    for c in range(num_labels):
+        pool = np.flatnonzero(train.labels == c)
+        if len(pool) < 2:
+            continue
+        n = min(len(pool) - 1, max(1, round(share * len(pool))))
+        picks.append(rng.choice(pool, size=n, replace=False))
+    chosen = np.sort(np.concatenate(picks)) if picks else np.array([], dtype=np.int64)
+    if len(chosen) == 0:
+        raise UserError(f"{train.source}: too few train rows to carve a dev split; set dev_fraction 0")
+    mask = np.zeros(len(train), dtype=bool)
+    mask[chosen] = True
+    rest = np.flatnonzero(~mask)
+    dev = Split([train.texts[i] for i in chosen], train.labels[chosen], f"{train.source} (dev: {len(chosen)} rows)")
+    kept = Split([train.texts[i] for i in rest], train.labels[rest], f"{train.source} (minus {len(chosen)} dev rows)")
+    return kept, dev
 
 
 def _require_two_classes(train: Split, names: Sequence[str]) -> None:

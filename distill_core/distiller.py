@@ -29,6 +29,7 @@ from .runs import RunDir, write_json
 
 __all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare", "OPT_PREFIX"]
 
+VALIDATION_SEED = 900_000   # head seeds of periodic validation: far from any final evaluation's (1234 + i)
 OPT_PREFIX = "optimizer."   # resume file: optimizer state tensors are stored as optimizer.<part>.<key>
 
 Event = dict
@@ -114,7 +115,10 @@ class RunConfig:
             known = {f.name for f in fields(kind)}
             return kind(**{k: v for k, v in (values or {}).items() if k in known})
 
-        return cls(build(DataConfig, d.get("data")), build(ModelConfig, d.get("model")),
+        data = dict(d.get("data") or {})
+        if d and "dev_fraction" not in data:
+            data["dev_fraction"] = 0.0    # a run made before the dev split: it trained on all of train
+        return cls(build(DataConfig, data), build(ModelConfig, d.get("model")),
                    build(DistilledConfig, d.get("distilled")), build(DistillConfig, d.get("distill")))
 
 
@@ -125,7 +129,17 @@ class Prepared:
     task: TaskData
     learner: Learner
     train: EncodedSplit
-    eval: EncodedSplit
+    eval: EncodedSplit                   # reported numbers only (final evaluation, baselines, the study)
+    dev: EncodedSplit | None = None      # selection: periodic validation, `best`, grids
+
+    @property
+    def selection(self) -> EncodedSplit:
+        """The split every choice is made on: dev, or (dev_fraction 0, older runs) the evaluation split."""
+        return self.dev if self.dev is not None else self.eval
+
+    @property
+    def selection_name(self) -> str:
+        return "dev" if self.dev is not None else self.task.spec.eval_split
 
 
 def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | None = None) -> Prepared:
@@ -141,7 +155,8 @@ def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | 
         raise UserError("the learner has no tokenizer; real data cannot be encoded")
     train = encode_split(task.train, learner.tokenizer, config.data.max_length)
     evaluation = encode_split(task.eval, learner.tokenizer, config.data.max_length)
-    return Prepared(task, learner, train, evaluation)
+    dev = None if task.dev is None else encode_split(task.dev, learner.tokenizer, config.data.max_length)
+    return Prepared(task, learner, train, evaluation, dev)
 
 
 def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
@@ -249,9 +264,10 @@ class Distiller:
 
     # --- evaluation & checkpoints ---------------------------------------------------------------
     def evaluate(self, learners: int | None = None) -> dict:
+        """Periodic validation on the selection split, with head seeds no final evaluation uses."""
         cfg = EvalConfig(learners=learners or self.config.distill.eval_learners,
-                         precision=self.config.distill.eval_precision)
-        return evaluate_distilled(self.prep.learner, self.distilled, self.prep.eval,
+                         precision=self.config.distill.eval_precision, seed=VALIDATION_SEED)
+        return evaluate_distilled(self.prep.learner, self.distilled, self.prep.selection,
                                   self.prep.task.spec.metrics, cfg, should_stop=self.stop_event.is_set)
 
     def _eval_and_checkpoint(self) -> None:
@@ -268,7 +284,7 @@ class Distiller:
         if improved:
             self.best = {"step": self.step, "score": score, "metric": metric, "metrics": result["metrics"]}
         self.last_eval_step = self.step
-        self.emit({"type": "eval", "step": self.step, "metrics": result["metrics"],
+        self.emit({"type": "eval", "step": self.step, "metrics": result["metrics"], "split": self.prep.selection_name,
                    "seconds": time.perf_counter() - t0, "best": improved})
         if self.run is not None:
             self.distilled.meta["step"] = self.step
@@ -368,21 +384,24 @@ class Distiller:
     # --- the loop ------------------------------------------------------------------------------
     def _baselines(self) -> None:
         p, spec = self.prep, self.prep.task.spec
-        maj = majority_baseline(p.task.train.labels, p.eval, spec.metrics, spec.num_labels)
-        self.emit({"type": "baseline", "name": "majority", "metrics": maj["metrics"]})
+        maj = majority_baseline(p.task.train.labels, p.selection, spec.metrics, spec.num_labels)
+        self.emit({"type": "baseline", "name": "majority", "metrics": maj["metrics"], "split": p.selection_name})
         c = self.config.distilled
         k = c.samples_per_class
         try:
-            kshot = random_kshot_baseline(p.learner, p.train, p.eval, spec.metrics, k, c.inner_steps,
+            kshot = random_kshot_baseline(p.learner, p.train, p.selection, spec.metrics, k, c.inner_steps,
                                           c.inner_lr_init, c.different_data_per_step,
                                           EvalConfig(learners=self.config.distill.eval_learners,
-                                                     precision=self.config.distill.eval_precision),
+                                                     precision=self.config.distill.eval_precision,
+                                                     seed=VALIDATION_SEED),
                                           should_stop=self.stop_event.is_set)
         except EvaluationStopped:
             return
-        self.emit({"type": "baseline", "name": f"random-{k}-shot", "metrics": kshot["metrics"], "lr": c.inner_lr_init})
+        self.emit({"type": "baseline", "name": f"random-{k}-shot", "metrics": kshot["metrics"], "lr": c.inner_lr_init,
+                   "split": p.selection_name})
         if self.run is not None:
-            self.run.update_results(baselines={"majority": maj["metrics"], f"random-{k}-shot": kshot["metrics"]})
+            self.run.update_results(baselines={"majority": maj["metrics"], f"random-{k}-shot": kshot["metrics"],
+                                               "split": p.selection_name})
 
     def train_step(self) -> dict:
         """One outer step; returns the step record (not yet emitted)."""
@@ -425,7 +444,8 @@ class Distiller:
         self.emit({"type": "start", "step": self.step, "outer_steps": c.outer_steps,
                    "task": self.prep.task.spec.name, "demo": self.prep.task.is_demo,
                    "source": self.prep.task.source, "train_rows": len(self.prep.train),
-                   "eval_rows": len(self.prep.eval), "device": str(self.prep.learner.device),
+                   "eval_rows": len(self.prep.selection), "eval_split": self.prep.selection_name,
+                   "device": str(self.prep.learner.device),
                    "eval_learners": c.eval_learners, "label_names": list(self.prep.task.spec.label_names),
                    "primary_metric": self.prep.task.spec.primary_metric})
         status = "done"

@@ -17,7 +17,7 @@ from .errors import UserError
 from .inner import fine_tune, real_loss_and_grad
 from .learner import Learner, Params
 
-__all__ = ["EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "validation_loss", "predict_logits",
+__all__ = ["aggregate_seeds", "tuned_kshot_baseline", "KSHOT_LR_GRID", "EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "validation_loss", "predict_logits",
            "scoring_precision", "PRECISIONS", "majority_baseline",
            "random_kshot_baseline", "full_finetune_baseline", "Progress"]
 
@@ -69,16 +69,20 @@ def scoring_precision(learner: Learner, precision: str = "float32"):
 
 
 def compute_metrics(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
-    """accuracy, and binary F1 of class 1 (as GLUE reports for MRPC/QQP), in percent."""
+    """accuracy, binary F1 of class 1, and "glue", their mean (GLUE's MRPC/QQP score, the paper's column), in %."""
     out = {}
+    accuracy = float((preds == labels).mean() * 100)
+    tp = float(((preds == 1) & (labels == 1)).sum())
+    fp = float(((preds == 1) & (labels != 1)).sum())
+    fn = float(((preds != 1) & (labels == 1)).sum())
+    f1 = 0.0 if tp == 0 else 100 * 2 * tp / (2 * tp + fp + fn)
     for name in names:
         if name == "accuracy":
-            out[name] = float((preds == labels).mean() * 100)
+            out[name] = accuracy
         elif name == "f1":
-            tp = float(((preds == 1) & (labels == 1)).sum())
-            fp = float(((preds == 1) & (labels != 1)).sum())
-            fn = float(((preds != 1) & (labels == 1)).sum())
-            out[name] = 0.0 if tp == 0 else 100 * 2 * tp / (2 * tp + fp + fn)
+            out[name] = f1
+        elif name == "glue":
+            out[name] = (accuracy + f1) / 2
         else:
             raise ValueError(f"unknown metric {name!r}")
     return out
@@ -90,6 +94,24 @@ def summarize(per_learner: list[dict[str, float]]) -> dict[str, dict[str, float]
     return {m: {"mean": float(np.mean([r[m] for r in per_learner])),
                 "std": float(np.std([r[m] for r in per_learner])),
                 "n": len(per_learner)} for m in names}
+
+
+def aggregate_seeds(per_seed: list[list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Across distillation seeds: {metric: {mean, std, pooled_std, seeds, learners}}.
+
+    mean and std (ddof=1, a sample of seeds) are over the per-seed learner means; pooled_std is the
+    learner spread within a seed, sqrt of the mean of the per-seed variances (ddof=0, as summarize).
+    """
+    if not per_seed or any(not rows for rows in per_seed):
+        raise UserError("aggregate_seeds needs at least one learner for every seed")
+    out = {}
+    for m in per_seed[0][0]:
+        means = [float(np.mean([r[m] for r in rows])) for rows in per_seed]
+        variances = [float(np.var([r[m] for r in rows])) for rows in per_seed]
+        out[m] = {"mean": float(np.mean(means)), "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                  "pooled_std": float(np.sqrt(np.mean(variances))), "seeds": len(means),
+                  "learners": [len(rows) for rows in per_seed]}
+    return out
 
 
 def predict(learner: Learner, params: Params, encoded: EncodedSplit, max_tokens: int = 8192,
@@ -178,30 +200,69 @@ def random_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded
     config = config or EvalConfig()
     if different_data_per_step and k % inner_steps:
         raise UserError(f"k ({k}) must be a multiple of inner steps ({inner_steps}) with different data per step")
-    labels_train = encoded_train.labels.numpy()
-    classes = np.unique(labels_train)
     labels = encoded_eval.labels.numpy()
     batches = eval_batches(learner, encoded_eval, config.max_tokens)
     rows = []
     for i in range(config.learners):
         if should_stop is not None and should_stop():
             raise EvaluationStopped(f"stopped after {i} of {config.learners} learners")
-        rng = np.random.default_rng(config.seed + i)
-        per_class = [rng.choice(np.flatnonzero(labels_train == c), size=k, replace=False) for c in classes]
-        theta = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
-        for t in range(inner_steps):
-            if different_data_per_step:
-                share = k // inner_steps
-                idx = [int(j) for pc in per_class for j in pc[t * share:(t + 1) * share]]
-            else:
-                idx = [int(j) for pc in per_class for j in pc]
-            theta = _sgd_on_real(learner, theta, encoded_train, idx, lr)
+        theta = _kshot_learner(learner, encoded_train, k, inner_steps, lr, different_data_per_step, config.seed + i)
         preds = predict(learner, theta, encoded_eval, batches=batches, precision=config.precision)
         rows.append(compute_metrics(preds, labels, metrics))
         if progress is not None:
             progress(i + 1, config.learners)
     return {"metrics": summarize(rows), "per_learner": rows, "k": k, "inner_steps": inner_steps, "lr": lr,
             "precision": config.precision}
+
+
+def _kshot_learner(learner: Learner, encoded_train: EncodedSplit, k: int, inner_steps: int, lr: float,
+                   different_data_per_step: bool, seed: int) -> Params:
+    """One learner of the k-shot baseline: its own k examples per class and head (both from `seed`)."""
+    labels_train = encoded_train.labels.numpy()
+    rng = np.random.default_rng(seed)
+    per_class = [rng.choice(np.flatnonzero(labels_train == c), size=k, replace=False) for c in np.unique(labels_train)]
+    theta = learner.fresh_params(torch.Generator().manual_seed(seed))
+    for t in range(inner_steps):
+        if different_data_per_step:
+            share = k // inner_steps
+            idx = [int(j) for pc in per_class for j in pc[t * share:(t + 1) * share]]
+        else:
+            idx = [int(j) for pc in per_class for j in pc]
+        theta = _sgd_on_real(learner, theta, encoded_train, idx, lr)
+    return theta
+
+
+KSHOT_LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+TUNING_SEED = 800_000   # examples and heads of the lr choice: none of them is a reported learner's (seed + i)
+
+
+def tuned_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_dev: EncodedSplit,
+                         encoded_eval: EncodedSplit, metrics: tuple[str, ...], k: int, inner_steps: int,
+                         different_data_per_step: bool = False, grid: tuple[float, ...] = KSHOT_LR_GRID,
+                         tune_learners: int = 4, config: EvalConfig | None = None,
+                         progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Random real k-shot with its own inner lr, chosen per (k, T) as the argmin of dev loss over `grid`,
+    then scored on the evaluation split like any baseline (the fair comparison for distilled data)."""
+    if not grid or any(lr <= 0 for lr in grid):
+        raise UserError(f"the k-shot lr grid needs positive values, got {list(grid)}")
+    if tune_learners < 1:
+        raise UserError(f"tune_learners must be >= 1, got {tune_learners}")
+    dev_batches = eval_batches(learner, encoded_dev, (config or EvalConfig()).max_tokens)
+    dev_loss = {}
+    for lr in grid:
+        losses = []
+        for i in range(tune_learners):
+            if should_stop is not None and should_stop():
+                raise EvaluationStopped("stopped while choosing the k-shot learning rate")
+            theta = _kshot_learner(learner, encoded_train, k, inner_steps, lr, different_data_per_step, TUNING_SEED + i)
+            logits = predict_logits(learner, theta, encoded_dev, batches=dev_batches)
+            losses.append(float(F.cross_entropy(logits, encoded_dev.labels)))
+        dev_loss[lr] = float(np.mean(losses)) if all(np.isfinite(losses)) else float("inf")
+    chosen = min(grid, key=lambda lr: dev_loss[lr])
+    result = random_kshot_baseline(learner, encoded_train, encoded_eval, metrics, k, inner_steps, chosen,
+                                   different_data_per_step, config, progress, should_stop)
+    return {**result, "lr": chosen, "tuned_on": "dev", "grid": list(grid), "dev_loss": dev_loss,
+            "tune_learners": tune_learners}
 
 
 def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,

@@ -93,7 +93,7 @@ def _evaluate(spec: dict, emit: Emit, stop: StopSignal) -> dict:
               "eval_rows": len(encoded), "split": task.spec.eval_split, "metrics": result["metrics"],
               "per_learner": result["per_learner"], "seconds": result["seconds"],
               "step": distilled.meta.get("step"), "demo": task.is_demo}
-    run.update_results(evaluation=record)
+    run.add_evaluation(record)
     return {"status": "done", **record}
 
 

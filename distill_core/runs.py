@@ -147,6 +147,20 @@ class RunDir:
         named = [n for n in ("best", "last") if self.checkpoint(n).exists()]
         return steps + named
 
+    def add_evaluation(self, record: dict) -> dict:
+        """Keep an evaluation under its own key (checkpoint, split, learners, seed): none overwrites another.
+
+        `evaluation` stays the latest one, which the pages show.
+        """
+        key = f"{record.get('checkpoint')}|{record.get('split')}|{record.get('learners')}|seed {record.get('seed')}"
+        results = self.results()
+        evaluations = dict(results.get("evaluations") or {})
+        if "evaluation" in results and not evaluations:     # from before keyed results: keep it too
+            old = results["evaluation"]
+            evaluations[f"{old.get('checkpoint')}|{old.get('split')}|{old.get('learners')}|seed {old.get('seed')}"] = old
+        evaluations[key] = record
+        return self.update_results(evaluation=record, evaluations=evaluations)
+
     def update_results(self, **entries: Any) -> dict:
         results = self.results()
         results.update(entries)

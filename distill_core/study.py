@@ -203,10 +203,12 @@ class Study:
             d = Distiller(cfg, prepared=self.prepared(task))
             for _ in range(c.grid_steps):
                 d.train_step()
-            loss = validation_loss(d.prep.learner, d.distilled, d.prep.eval, self.eval_config(c.grid_learners))
+            # chosen on the dev split (carved from train): the evaluation split only reports
+            loss = validation_loss(d.prep.learner, d.distilled, d.prep.selection, self.eval_config(c.grid_learners))
             cpu, wall = clock.read()
             done["pilots"].append({"outer_lr": outer_lr, "inner_lr_init": inner_lr, "steps": c.grid_steps,
                                    "setting": c.grid_setting, "validation_loss": loss,
+                                   "split": d.prep.selection_name,
                                    "cpu_seconds": cpu, "wall_seconds": wall})
             self.log(f"grid {task}: outer lr {outer_lr}, inner lr init {inner_lr}: "
                      f"validation loss {loss['mean']:.4f} ({wall:.0f} s)")

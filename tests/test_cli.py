@@ -185,3 +185,26 @@ def test_lr_flags_combine():
     assert (cfg.distill.lr_embeds, cfg.distill.lr_attention, cfg.distill.lr_inner_lr) == (0.03, 0.03, 0.1)
     default = run_config_from_args(build_parser().parse_args(["distill", "--task", "demo"]))
     assert default.distill.lr_embeds == type(default.distill)().lr_embeds
+
+
+def test_evaluate_takes_runs_files_checkpoints_and_splits_and_keeps_every_result(tmp_path, capsys):
+    from distill_core.cli import main
+    from distill_core.runs import RunDir
+
+    out = tmp_path / "r"
+    assert main(["distill", "--task", "demo", "--no-hub", "--seq-len", "8", "--real-batch", "4", "--max-length", "16",
+                 "--outer-steps", "2", "--eval-every", "1", "--eval-learners", "1", "--no-baselines",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    run = RunDir(out)
+    assert main(["evaluate", str(out), "--learners", "2"]) == 0
+    assert main(["evaluate", str(out), "--learners", "2", "--split", "dev", "--checkpoint", "step-000001"]) == 0
+    keys = set(run.results()["evaluations"])
+    assert keys == {"last|validation|2|seed 1234", "step-000001|dev|2|seed 1234"}   # the first was not overwritten
+    assert run.results()["evaluation"]["split"] == "dev"
+    before = run.results()
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "checkpoints" / "last.safetensors"), "--learners", "1"]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.results() == before                                   # a bare file writes nothing into the run
+    assert main(["evaluate", str(out), "--learners", "1", "--split", "test"]) == 2

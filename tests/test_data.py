@@ -39,16 +39,16 @@ def test_demo_task_loads_without_anything_else():
 
 
 def test_sst2_from_shared_data(shared_data):
-    data = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data), allow_hub=False))
-    assert len(data.train) == 67349 and len(data.eval) == 872
+    data = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data), allow_hub=False, dev_fraction=0.0))
+    assert len(data.train) == 67349 and len(data.eval) == 872 and data.dev is None
     assert int(data.train.labels.sum()) == 37569  # 55.78 % positive, as the data README says
     assert data.majority_label() == 1
 
 
 def test_mrpc_pairs_and_caps(shared_data):
     data = load_task_data(DataConfig(task="mrpc", data_dir=str(shared_data), train_rows=100, allow_hub=False))
-    assert len(data.train) == 100 and len(data.eval) == 408
-    assert len(data.train.texts[0]) == 2 and data.spec.metrics == ("accuracy", "f1")
+    assert len(data.train) == 100 and len(data.eval) == 408 and len(data.dev) == 183    # 5 % of 3,668
+    assert len(data.train.texts[0]) == 2 and data.spec.metrics == ("accuracy", "f1", "glue")
 
 
 @pytest.mark.parametrize("task", ["qnli", "ag_news"])

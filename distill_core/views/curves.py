@@ -102,7 +102,9 @@ def accuracy_figure(events: list[dict], metric: str | None = None, total_steps: 
         fig.update_yaxes(range=[0, 100])
         fig.add_annotation(text="waiting for the first evaluation…", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper", font={"size": 14, "color": "#888"})
-    fig.update_layout(title=title or f"{metric} vs outer step" + (" (demo data)" if demo else ""),
+    split = next((e.get("split") for e in events if e.get("type") == "eval" and e.get("split")), None)
+    where = f"{split} " if split else ""     # older runs recorded no split (they validated on the reported one)
+    fig.update_layout(title=title or f"{where}{metric} vs outer step" + (" (demo data)" if demo else ""),
                       xaxis_title="outer step", yaxis_title=f"{metric} (%)", height=360,
                       margin={"l": 50, "r": 10, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.2},
                       xaxis={"range": [-0.02 * right, right * 1.02]})

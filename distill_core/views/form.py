@@ -49,9 +49,12 @@ FIELDS: tuple[Field, ...] = (
           min=8),
     Field("real_batch_size", "Real batch size", "Data", "int", 32, "real examples per outer step (paper: 32)", min=1),
     Field("train_rows", "Train rows (0 = all)", "Data", "int", 0, "use only this many random train rows", min=0),
-    Field("eval_rows", "Evaluation rows (0 = all)", "Data", "int", DEFAULT_EVAL_ROWS,
-          "periodic validation on this many random rows of the evaluation split, for speed on CPU; "
-          "use Runs > Evaluate for the full split", min=0),
+    Field("dev_fraction", "Dev split (share of train)", "Data", "float", 0.05,
+          "held out from train (stratified, seeded, at most 2,000 rows): periodic validation and `best` use it, "
+          "so the evaluation split only reports; 0 validates on the evaluation split", min=0.0),
+    Field("eval_rows", "Validation rows (0 = all)", "Data", "int", DEFAULT_EVAL_ROWS,
+          "periodic validation on this many random dev rows, for speed on CPU; Runs > Evaluate scores the "
+          "whole evaluation split", min=0),
     Field("model", "Model", "Model", "text", BUNDLED_MODEL,
           "hub name or local path of a BERT-family checkpoint; the bundled model needs no network"),
     Field("device", "Device", "Model", "choice", "auto", "auto picks cuda, then mps, then cpu",
@@ -155,7 +158,7 @@ def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfi
         text_columns=cols if custom else [], label_column=_text(v["label_column"]) if custom else None,
         max_length=int(v["max_length"]), real_batch_size=int(v["real_batch_size"]),
         train_rows=_none_if_zero(int(v["train_rows"])), eval_rows=_none_if_zero(int(v["eval_rows"])),
-        seed=int(v["seed"]))
+        seed=int(v["seed"]), dev_fraction=float(v["dev_fraction"]))
     model = ModelConfig(name=_text(v["model"]) or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
     distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__ if k in _BY_KEY})
     distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__ if k in _BY_KEY})

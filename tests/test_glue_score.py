@@ -1,0 +1,41 @@
+"""MRPC like the paper: the GLUE score is the mean of accuracy and F1, per learner, and the Results view compares it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distill_core.evaluation import compute_metrics, majority_baseline
+from distill_core.views.results import glue_score, paper_value, results_frame
+
+
+def test_the_glue_score_is_the_mean_of_accuracy_and_f1_on_a_hand_example():
+    labels, preds = np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0])
+    m = compute_metrics(preds, labels, ("accuracy", "f1", "glue"))
+    assert m["accuracy"] == pytest.approx(75.0) and m["f1"] == pytest.approx(80.0)      # tp 2, fp 0, fn 1
+    assert m["glue"] == pytest.approx(77.5)
+
+
+def test_our_mrpc_majority_row_is_the_papers_74_8(shared_data):
+    from distill_core.data import DataConfig, load_task_data
+
+    task = load_task_data(DataConfig(task="mrpc", data_dir=str(shared_data), allow_hub=False))
+
+    class _Labels:            # majority_baseline reads only the labels of the split it scores
+        labels = __import__("torch").as_tensor(task.eval.labels)
+
+        def __len__(self):
+            return len(task.eval.labels)
+
+    res = majority_baseline(task.train.labels, _Labels(), task.spec.metrics, task.spec.num_labels)["metrics"]
+    assert round(res["accuracy"]["mean"], 1) == 68.4 and round(res["f1"]["mean"], 1) == 81.2
+    assert round(res["glue"]["mean"], 1) == 74.8 == paper_value({"task": "mrpc", "setting": "majority"})
+
+
+def test_the_results_table_shows_the_papers_metric_beside_the_paper():
+    rows = [{"task": "mrpc", "setting": "HL+AL", "metrics": {"accuracy": {"mean": 70.0, "std": 1.0, "n": 100},
+                                                             "f1": {"mean": 80.0, "std": 1.0, "n": 100}}},
+            {"task": "sst2", "setting": "HL+AL", "metrics": {"accuracy": {"mean": 80.0, "std": 1.0, "n": 100}}}]
+    frame = results_frame(rows)
+    assert list(frame["ours, paper's metric"]) == ["75.0", "80.0 ± 1.0"]
+    assert glue_score(rows[0]["metrics"])["mean"] == 75.0 and list(frame["paper (BERT-base)"]) == ["76.4", "90.1"]
