@@ -108,19 +108,41 @@ def pick_checkpoint(run: RunDir, key: str = "checkpoint") -> str | None:
 
 
 def field_widget(f: Field, default=None):
-    """The Streamlit widget for one setting of the method, keyed by the setting's name."""
+    """The Streamlit widget for one setting of the method, keyed by the setting's name.
+
+    Where the preset picker already put the value in session state, the widget takes it from there
+    (passing a value too would make Streamlit warn on the page).
+    """
     value = f.default if default is None else default
+    kw = {} if f.key in st.session_state else {"value": value}
     if f.kind == "bool":
-        return st.checkbox(f.label, value=bool(value), key=f.key, help=f.help or None)
+        return st.checkbox(f.label, key=f.key, help=f.help or None, **kw)
     if f.kind == "choice":
-        return st.selectbox(f.label, f.options, index=list(f.options).index(value), key=f.key, help=f.help or None)
+        index = {} if f.key in st.session_state else {"index": list(f.options).index(value)}
+        return st.selectbox(f.label, f.options, key=f.key, help=f.help or None, **index)
     if f.kind == "text":
-        return st.text_input(f.label, value=str(value), key=f.key, help=f.help or None)
+        return st.text_input(f.label, key=f.key, help=f.help or None,
+                             **({} if f.key in st.session_state else {"value": str(value)}))
     if f.kind == "int":
-        return st.number_input(f.label, value=int(value), step=1, key=f.key, help=f.help or None,
-                               min_value=None if f.min is None else int(f.min))
-    return st.number_input(f.label, value=float(value), format="%g", key=f.key, help=f.help or None,
-                           min_value=f.min, step=max(abs(float(value)) / 10, 1e-4) if value else 0.01)
+        return st.number_input(f.label, step=1, key=f.key, help=f.help or None,
+                               min_value=None if f.min is None else int(f.min),
+                               **({} if f.key in st.session_state else {"value": int(value)}))
+    return st.number_input(f.label, format="%g", key=f.key, help=f.help or None,
+                           min_value=f.min, step=max(abs(float(value)) / 10, 1e-4) if value else 0.01,
+                           **({} if f.key in st.session_state else {"value": float(value)}))
+
+
+def preset_picker(key: str = "preset") -> str:
+    """Choose a preset; choosing one fills every field of the form with its values."""
+    from distill_core.views import form
+
+    def fill() -> None:
+        st.session_state.update(form.preset_widget_values(st.session_state[key]))
+
+    return st.selectbox("Preset", form.preset_names(), key=key, on_change=fill,
+                        help="cpu: the fast CPU recipe (real-example and model-attention inits go beyond the paper); "
+                             "paper: METHOD.md exactly (L = 512, random inits, inner lr 0.01, 30 epochs of SST-2: "
+                             "hours per run on a CPU). Every field below can still be changed.")
 
 
 def show_error(exc: Exception) -> None:

@@ -8,7 +8,7 @@ from distill_core.paths import allowed_dirs, inside_allowed, run_name_in
 from distill_core.runs import RunDir, default_runs_dir, list_runs
 from distill_core.views import form, intro
 from app_pages._live import busy_notice, live_run_panel, session_owner
-from app_pages._shared import PAGES, field_widget, is_dark, is_served, job_registry, show_error
+from app_pages._shared import PAGES, field_widget, is_dark, is_served, job_registry, preset_picker, show_error
 
 st.title("Distill")
 st.caption("Learn a tiny synthetic training set with attention labels (Maekawa et al., ACL 2023). Defaults are "
@@ -18,9 +18,10 @@ messages, panel = st.container(), st.container()
 
 with st.sidebar:
     st.header("New run")
+    preset = preset_picker()
     source = st.radio("Data source", ["task", "upload", "files"], key="data_source", horizontal=True,
                       format_func={"task": "Task", "upload": "Upload", "files": "File paths"}.get)
-    values, uploads = {}, {}
+    values, uploads = {"preset": preset}, {}
     if source == "task":
         tasks = form.task_options()
         values["task"] = st.selectbox("Task", tasks, index=tasks.index(d["task"]), key="task")

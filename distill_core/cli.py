@@ -9,15 +9,28 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .presets import DEFAULT_PRESET, PRESETS, defaults_text, preset_values
 
 __all__ = ["main", "build_parser"]
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    from .data import DataConfig
+# flag dest -> (section, setting) for every setting a preset fills; such flags default to None ("take
+# the preset's value"), and --help names each preset's default
+SETTING_FLAGS: dict[str, tuple[str, str]] = {}
 
+
+def _setting(g, flag: str, section: str, key: str, help: str = "", **kw) -> None:
+    action = g.add_argument(flag, default=None, help=f"{help} ({defaults_text(section, key)})".strip(), **kw)
+    SETTING_FLAGS[action.dest] = (section, key)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--task", help="registered task: sst2, mrpc, qnli, ag_news, rte, mnli, qqp, demo")
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help="where every default comes from (distill_core/presets.py): cpu, the fast CPU recipe "
+                        "(beyond the paper: real-example and model-attention inits), or paper, METHOD.md exactly; "
+                        "explicit flags override it")
+    g.add_argument("--task", help="registered task: sst2, mrpc, qnli, ag_news, rte, mnli, qqp, demo (default sst2)")
     g.add_argument("--data-dir", help="directory with <task>/<split>.parquet|csv|tsv|jsonl (env DISTILL_DATA_DIR); "
                                       "the Hugging Face hub is tried next")
     g.add_argument("--train-file", help="custom data: train file (csv/tsv/jsonl/parquet), instead of --task")
@@ -25,42 +38,60 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text-column", action="append", default=[],
                    help="custom data: text column; give twice for sentence pairs")
     g.add_argument("--label-column", help="custom data: label column (strings or integers)")
-    g.add_argument("--max-length", type=int, default=128, help="max tokens per real example (default 128)")
-    g.add_argument("--real-batch", type=int, default=32, help="real mini-batch size of the outer loss (default 32)")
-    g.add_argument("--train-rows", type=int, help="use at most this many random train rows")
-    g.add_argument("--eval-rows", type=int, help="use at most this many random evaluation rows")
+    _setting(g, "--max-length", "data", "max_length", "max tokens per real example", type=int)
+    _setting(g, "--real-batch", "data", "real_batch_size", "real mini-batch size of the outer loss", type=int)
+    _setting(g, "--train-rows", "data", "train_rows", "use at most this many random train rows", type=int)
+    _setting(g, "--eval-rows", "data", "eval_rows", "validate (or score) on at most this many random rows; 0: all",
+             type=int)
     g.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub")
-    dc = DataConfig()
-    g.add_argument("--dev-fraction", type=float, default=dc.dev_fraction,
-                   help="share of train held out (stratified, seeded) as the dev split that periodic validation, "
-                        f"best and grids use; 0: none, select on the evaluation split (default {dc.dev_fraction})")
-    g.add_argument("--dev-max-rows", type=int, default=dc.dev_max_rows,
-                   help=f"at most this many dev rows (default {dc.dev_max_rows})")
+    _setting(g, "--dev-fraction", "data", "dev_fraction", "share of train held out (stratified, seeded) as the dev "
+             "split that periodic validation, best and grids use; 0: none, select on the evaluation split",
+             type=float)
+    _setting(g, "--dev-max-rows", "data", "dev_max_rows", "at most this many dev rows", type=int)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None,
-                   help="BERT-family checkpoint (hub name or path); default: the bundled all-MiniLM-L6-v2")
-    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
+    _setting(g, "--model", "model", "name", "BERT-family checkpoint (hub name or path)")
+    _setting(g, "--device", "model", "device", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    _setting(g, "--dtype", "model", "dtype", "", choices=["float32", "float64", "bfloat16"])
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def _preset_values(a) -> dict:
+    """The preset's settings with every explicitly given flag applied."""
+    values = preset_values(getattr(a, "preset", DEFAULT_PRESET))
+    for dest, (section, key) in SETTING_FLAGS.items():
+        v = getattr(a, dest, None)
+        if v is not None:
+            values[section][key] = v
+    d = values["data"]
+    if d["eval_rows"] == 0:
+        d["eval_rows"] = None
+    if getattr(a, "train_file", None) or getattr(a, "eval_file", None):
+        d.update(task=None, train_file=a.train_file, eval_file=a.eval_file, text_columns=list(a.text_column),
+                 label_column=a.label_column)
+    elif getattr(a, "task", None):
+        d["task"] = a.task
+    if getattr(a, "data_dir", None):
+        d["data_dir"] = a.data_dir
+    if getattr(a, "no_hub", False):
+        d["allow_hub"] = False
+    if getattr(a, "seed", None) is not None:
+        d["seed"] = a.seed           # the data's seed (caps, dev split) follows the run's --seed
+    return values
 
 
 def _data_config(a):
     from .data import DataConfig
 
-    return DataConfig(task=None if a.train_file else a.task, data_dir=a.data_dir, train_file=a.train_file,
-                      eval_file=a.eval_file, text_columns=list(a.text_column), label_column=a.label_column,
-                      max_length=a.max_length, real_batch_size=a.real_batch, train_rows=a.train_rows,
-                      eval_rows=a.eval_rows, allow_hub=not a.no_hub, seed=getattr(a, "seed", 0),
-                      dev_fraction=a.dev_fraction, dev_max_rows=a.dev_max_rows)
+    return DataConfig(**_preset_values(a)["data"])
 
 
 def _model_config(a):
-    from .learner import BUNDLED_MODEL, ModelConfig
+    from .learner import ModelConfig
 
-    return ModelConfig(name=a.model or BUNDLED_MODEL, device=a.device, dtype=a.dtype)
+    return ModelConfig(**_preset_values(a)["model"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,56 +103,57 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Dataset distillation with attention labels for BERT classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("distill", help="learn distilled data (the outer loop)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("distill", help="learn distilled data (the outer loop)")
     _add_data_args(p)
     _add_model_args(p)
     g = p.add_argument_group("distilled data")
-    g.add_argument("--seq-len", type=int, default=dd.seq_len, help="positions L of each synthetic sample")
-    g.add_argument("--samples-per-class", type=int, default=dd.samples_per_class)
-    g.add_argument("--inner-steps", type=int, default=dd.inner_steps, help="T inner SGD steps")
-    g.add_argument("--different-data-per-step", action="store_true",
-                   help="step t uses its own share of the samples (samples-per-class must be a multiple of T)")
-    g.add_argument("--label-type", choices=["hard", "soft", "unrestricted"], default=dd.label_type)
-    g.add_argument("--attention-labels", choices=["none", "cls", "all"], default=dd.attention_labels)
-    g.add_argument("--attention-weight", type=float, default=dd.attention_loss_weight, help="lambda of L_attn")
-    g.add_argument("--inner-lr-init", type=float, default=dd.inner_lr_init)
-    g.add_argument("--init", choices=["random", "real"], default=dd.init,
-                   help="random normal (the paper) or word embeddings of real train examples")
-    g.add_argument("--attention-init", choices=["random", "model"], default=dd.attention_init,
-                   help="attention labels start random N(0,1) (the paper) or at the pre-trained model's own "
-                        "attention on the initial sample (KL 0 at the start)")
+    _setting(g, "--seq-len", "distilled", "seq_len", "positions L of each synthetic sample", type=int)
+    _setting(g, "--samples-per-class", "distilled", "samples_per_class", type=int)
+    _setting(g, "--inner-steps", "distilled", "inner_steps", "T inner SGD steps", type=int)
+    g.add_argument("--different-data-per-step", action="store_true", default=None,
+                   help="step t uses its own share of the samples (samples-per-class must be a multiple of T) "
+                        f"({defaults_text('distilled', 'different_data_per_step')}: the same data each step)")
+    SETTING_FLAGS["different_data_per_step"] = ("distilled", "different_data_per_step")
+    _setting(g, "--label-type", "distilled", "label_type", choices=["hard", "soft", "unrestricted"])
+    _setting(g, "--attention-labels", "distilled", "attention_labels", choices=["none", "cls", "all"])
+    _setting(g, "--attention-weight", "distilled", "attention_loss_weight", "lambda of L_attn", type=float)
+    _setting(g, "--inner-lr-init", "distilled", "inner_lr_init", type=float)
+    _setting(g, "--init", "distilled", "init", "random normal (the paper) or word embeddings of real train "
+             "examples (beyond the paper)", choices=["random", "real"])
+    _setting(g, "--attention-init", "distilled", "attention_init", "attention labels start random N(0,1) (the "
+             "paper) or at the pre-trained model's own attention on the initial sample (beyond the paper)",
+             choices=["random", "model"])
     g = p.add_argument_group("outer loop")
-    g.add_argument("--outer-steps", type=int, default=oc.outer_steps)
-    g.add_argument("--optimizer", choices=["adam", "adamw"], default=oc.optimizer)
+    _setting(g, "--outer-steps", "distill", "outer_steps", type=int)
+    _setting(g, "--optimizer", "distill", "optimizer", choices=["adam", "adamw"])
     g.add_argument("--lr", type=float,
                    help="outer learning rate of every part that has no --lr-<part> of its own")
-    g.add_argument("--lr-embeds", type=float, help=f"outer lr of the embeddings (default {oc.lr_embeds})")
-    g.add_argument("--lr-labels", type=float, help=f"outer lr of the labels (default {oc.lr_labels})")
-    g.add_argument("--lr-attention", type=float, help=f"outer lr of the attention labels (default {oc.lr_attention})")
-    g.add_argument("--lr-inner-lr", type=float,
-                   help=f"outer lr of the learned inner lr (softplus-parametrised; default {oc.lr_inner_lr})")
-    g.add_argument("--weight-decay", type=float, default=oc.weight_decay)
-    g.add_argument("--warmup-ratio", type=float, default=oc.warmup_ratio)
-    g.add_argument("--schedule", choices=["linear", "constant"], default=oc.schedule,
-                   help="after warm-up: linear decay to 0 (the paper) or constant")
-    g.add_argument("--grad-clip", type=float, default=oc.grad_clip, help="0 disables")
-    g.add_argument("--eval-every", type=int, default=oc.eval_every, help="0: only at start and end")
-    g.add_argument("--eval-learners", type=int, default=oc.eval_learners)
-    g.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=oc.eval_precision,
-                   help="bfloat16: score under bf16 autocast (faster on CPUs with bf16 units; fine-tuning stays fp32)")
-    g.add_argument("--no-eval-at-start", action="store_true")
-    g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines")
-    g.add_argument("--max-minutes", type=float, help="wall-clock budget; the run stops cleanly when spent")
-    g.add_argument("--save-every-minutes", type=float, default=oc.save_every_minutes,
-                   help="also commit a resume point this often (0: only at evaluations and at the end)")
-    g.add_argument("--inner-memory", choices=["auto", "store", "recompute"], default=oc.inner_memory,
-                   help="keep every inner step's parameters (fast) or recompute them (memory flat in T); "
-                        "auto recomputes for T > 5")
-    g.add_argument("--recompute-copies", type=int, default=oc.recompute_copies,
-                   help="recompute mode: parameter copies kept besides theta_0; 0 uses the least memory "
-                        "(about 1.2x that of T=1) but recomputes the most steps")
-    g.add_argument("--seed", type=int, default=oc.seed)
+    _setting(g, "--lr-embeds", "distill", "lr_embeds", "outer lr of the embeddings", type=float)
+    _setting(g, "--lr-labels", "distill", "lr_labels", "outer lr of the labels", type=float)
+    _setting(g, "--lr-attention", "distill", "lr_attention", "outer lr of the attention labels", type=float)
+    _setting(g, "--lr-inner-lr", "distill", "lr_inner_lr", "outer lr of the learned inner lr (softplus-parametrised)",
+             type=float)
+    _setting(g, "--weight-decay", "distill", "weight_decay", type=float)
+    _setting(g, "--warmup-ratio", "distill", "warmup_ratio", type=float)
+    _setting(g, "--schedule", "distill", "schedule", "after warm-up: linear decay to 0 (the paper) or constant",
+             choices=["linear", "constant"])
+    _setting(g, "--grad-clip", "distill", "grad_clip", "0 disables", type=float)
+    _setting(g, "--eval-every", "distill", "eval_every", "0: only at start and end", type=int)
+    _setting(g, "--eval-learners", "distill", "eval_learners", type=int)
+    _setting(g, "--eval-precision", "distill", "eval_precision", "bfloat16: score under bf16 autocast (faster on "
+             "CPUs with bf16 units; fine-tuning stays fp32)", choices=["float32", "bfloat16"])
+    g.add_argument("--no-eval-at-start", action="store_true", help="(default: evaluate at step 0)")
+    g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines "
+                   "(default: drawn beside the curve)")
+    _setting(g, "--max-minutes", "distill", "max_minutes", "wall-clock budget; the run stops cleanly when spent",
+             type=float)
+    _setting(g, "--save-every-minutes", "distill", "save_every_minutes",
+             "also commit a resume point this often (0: only at evaluations and at the end)", type=float)
+    _setting(g, "--inner-memory", "distill", "inner_memory", "keep every inner step's parameters (fast) or "
+             "recompute them (memory flat in T); auto recomputes for T > 5", choices=["auto", "store", "recompute"])
+    _setting(g, "--recompute-copies", "distill", "recompute_copies", "recompute mode: parameter copies kept besides "
+             "theta_0; 0 uses the least memory (about 1.2x that of T=1) but recomputes the most steps", type=int)
+    _setting(g, "--seed", "distill", "seed", type=int)
     g.add_argument("--seeds", type=int, default=1,
                    help="distil this many times, with seeds --seed, --seed+1, ..., into OUT-seedN each; "
                         "evaluate them together with `evaluate OUT-seed0 OUT-seed1 ...`")
@@ -194,28 +226,19 @@ def _set_threads(n: int | None) -> None:
 
 
 def run_config_from_args(a):
-    """The RunConfig that `distill`'s flags describe (also used by the bench scripts)."""
-    from .distilled import DistilledConfig
-    from .distiller import DistillConfig, RunConfig
+    """The RunConfig that `distill`'s flags describe: the preset, then every explicit flag (also the benches')."""
+    from .distiller import RunConfig
 
-    defaults = DistillConfig()
-    lrs = {}
-    for part in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr"):  # own flag, then --lr, then default
-        own = getattr(a, part)
-        lrs[part] = own if own is not None else a.lr if a.lr is not None else getattr(defaults, part)
-    return RunConfig(
-        data=_data_config(a), model=_model_config(a),
-        distilled=DistilledConfig(seq_len=a.seq_len, samples_per_class=a.samples_per_class,
-                                  inner_steps=a.inner_steps, different_data_per_step=a.different_data_per_step,
-                                  label_type=a.label_type, attention_labels=a.attention_labels,
-                                  attention_loss_weight=a.attention_weight, inner_lr_init=a.inner_lr_init,
-                                  init=a.init, attention_init=a.attention_init),
-        distill=DistillConfig(outer_steps=a.outer_steps, optimizer=a.optimizer, weight_decay=a.weight_decay,
-                              warmup_ratio=a.warmup_ratio, schedule=a.schedule, grad_clip=a.grad_clip, eval_every=a.eval_every,
-                              eval_learners=a.eval_learners, eval_precision=a.eval_precision, eval_at_start=not a.no_eval_at_start,
-                              baselines=not a.no_baselines, max_minutes=a.max_minutes, seed=a.seed,
-                              save_every_minutes=a.save_every_minutes,
-                              inner_memory=a.inner_memory, recompute_copies=a.recompute_copies, **lrs))
+    values = _preset_values(a)
+    if getattr(a, "lr", None) is not None:     # --lr: every part without its own --lr-<part>
+        for part in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr"):
+            if getattr(a, part, None) is None:
+                values["distill"][part] = a.lr
+    if getattr(a, "no_eval_at_start", False):
+        values["distill"]["eval_at_start"] = False
+    if getattr(a, "no_baselines", False):
+        values["distill"]["baselines"] = False
+    return RunConfig.from_dict({**values, "preset": a.preset})
 
 
 # Settings --resume may change: they change how long, where and how often, never what is learned.
@@ -443,6 +466,8 @@ def _cmd_baseline(a) -> int:
 
     _set_threads(a.threads)
     cfg = RunConfig(data=_data_config(a), model=_model_config(a))
+    if a.eval_rows is None:
+        cfg.data.eval_rows = None   # a reported number: the whole evaluation split unless --eval-rows says otherwise
     cfg.data.validate()
     prep = prepare(cfg)
     spec = prep.task.spec
@@ -475,7 +500,7 @@ def _cmd_baseline(a) -> int:
             raise UserError("--full-steps must be >= 1")
         bar = tqdm(total=a.full_steps, desc="full fine-tuning", unit="batch", file=sys.stderr)
         result = full_finetune_baseline(prep.learner, prep.train, prep.eval, spec.metrics, steps=a.full_steps,
-                                        batch_size=a.real_batch, lr=a.full_lr, seed=a.seed,
+                                        batch_size=cfg.data.real_batch_size, lr=a.full_lr, seed=a.seed,
                                         progress=lambda d, t: bar.update(1))
         bar.close()
     record = {"kind": a.kind, "task": spec.name, "demo": spec.is_demo, "eval_rows": len(prep.eval), **result}
@@ -515,15 +540,29 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
+def _print_study_report(out: Path) -> int:
+    """`study --report`: the finished rows as the Markdown table beside the paper, and the CPU time."""
+    from .study import cpu_hours, load_summary
+    from .views.results import markdown_table
+
+    print(markdown_table(load_summary(out / "summary.json")))
+    rows, grids = cpu_hours(out)
+    print(f"\nCPU time: rows {rows:.2f} h, learning-rate pilots {grids:.2f} h, total {rows + grids:.2f} h")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .study import cmd_study
+    from .study import ReportRequested, cmd_study
 
     handler = {"distill": lambda a: _cmd_distill(a, argv if argv is not None else sys.argv[1:]),
                "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
                "inspect": _cmd_inspect, "study": cmd_study}[args.command]
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except ReportRequested as report:
+            return _print_study_report(report.out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .errors import UserError
+from .presets import BASE
 from .tasks import TaskSpec, get_task
 
 __all__ = ["carve_dev", 
@@ -39,22 +40,22 @@ def default_data_dir() -> str | None:
 class DataConfig:
     """Where the real data comes from and how it is cut into batches."""
 
-    task: str | None = "sst2"
-    data_dir: str | None = None          # <dir>/<task>/<split>.parquet|csv|tsv|jsonl; env DISTILL_DATA_DIR
-    train_file: str | None = None        # custom data: both files, the text column(s) and the label column
-    eval_file: str | None = None
-    text_columns: list[str] = field(default_factory=list)
-    label_column: str | None = None
-    max_length: int = 128                # tokens per real example (truncation)
-    real_batch_size: int = 32
-    train_rows: int | None = None        # optional cap (random rows, fixed by seed)
-    eval_rows: int | None = None         # optional cap on the evaluation split (periodic validation)
-    allow_hub: bool = True
-    seed: int = 0
+    task: str | None = BASE["data"]["task"]
+    data_dir: str | None = BASE["data"]["data_dir"]  # <dir>/<task>/<split>.parquet|csv|tsv|jsonl; env DISTILL_DATA_DIR
+    train_file: str | None = BASE["data"]["train_file"]  # custom data: both files, the text column(s) and the label column
+    eval_file: str | None = BASE["data"]["eval_file"]
+    text_columns: list[str] = field(default_factory=lambda: list(BASE["data"]["text_columns"]))
+    label_column: str | None = BASE["data"]["label_column"]
+    max_length: int = BASE["data"]["max_length"]  # tokens per real example (truncation)
+    real_batch_size: int = BASE["data"]["real_batch_size"]
+    train_rows: int | None = BASE["data"]["train_rows"]  # optional cap (random rows, fixed by seed)
+    eval_rows: int | None = BASE["data"]["eval_rows"]  # optional cap on the evaluation split (periodic validation)
+    allow_hub: bool = BASE["data"]["allow_hub"]
+    seed: int = BASE["data"]["seed"]
     # The selection split: carved from train (stratified, seeded), never in real batches. Periodic
     # validation, `best` and every grid choice use it; the evaluation split is kept for reported numbers.
-    dev_fraction: float = 0.05
-    dev_max_rows: int = 2000
+    dev_fraction: float = BASE["data"]["dev_fraction"]
+    dev_max_rows: int = BASE["data"]["dev_max_rows"]
 
     def validate(self) -> None:
         custom = self.train_file is not None or self.eval_file is not None

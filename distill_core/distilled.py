@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .presets import BASE
 from .losses import ATTENTION_MODES
 
 __all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "FORMAT_NAME", "atomic_write_bytes"]
@@ -36,16 +37,16 @@ def inverse_softplus(y: float) -> float:
 class DistilledConfig:
     """Shape and kind of the synthetic data (METHOD.md, 'What one distilled sample holds')."""
 
-    seq_len: int = 64
-    samples_per_class: int = 1
-    inner_steps: int = 1
-    different_data_per_step: bool = False
-    label_type: str = "soft"              # hard | soft | unrestricted
-    attention_labels: str = "cls"         # none | cls | all
-    attention_loss_weight: float = 1.0    # lambda in L_task + lambda * L_attn
-    inner_lr_init: float = 0.1
-    init: str = "random"                  # random (as the paper) | real (embeddings of real examples)
-    attention_init: str = "random"        # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
+    seq_len: int = BASE["distilled"]["seq_len"]
+    samples_per_class: int = BASE["distilled"]["samples_per_class"]
+    inner_steps: int = BASE["distilled"]["inner_steps"]
+    different_data_per_step: bool = BASE["distilled"]["different_data_per_step"]
+    label_type: str = BASE["distilled"]["label_type"]  # hard | soft | unrestricted
+    attention_labels: str = BASE["distilled"]["attention_labels"]  # none | cls | all
+    attention_loss_weight: float = BASE["distilled"]["attention_loss_weight"]  # lambda in L_task + lambda * L_attn
+    inner_lr_init: float = BASE["distilled"]["inner_lr_init"]
+    init: str = BASE["distilled"]["init"]  # random (as the paper) | real (embeddings of real examples)
+    attention_init: str = BASE["distilled"]["attention_init"]  # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
 
     def validate(self, max_positions: int | None = None) -> None:
         if self.seq_len < 2:

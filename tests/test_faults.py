@@ -40,30 +40,36 @@ def _final(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
-    t0 = time.time()
     straight = _cli([*FLAGS, "--out", str(tmp_path / "straight")])
     out, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err[-2000:]
-    whole = time.time() - t0                   # kills land anywhere in a run's life, loading included
 
     run = tmp_path / "killed"
-    rng, kills = random.Random(16), 0
-    for _ in range(30):
+    rng = random.Random(16)
+    # one kill while the model loads, then kills after randomly chosen steps, each a random instant later
+    # (inside the next step, an evaluation or a commit: a resume point follows about every step)
+    plan = [("loading", 1.0)] + [(n, rng.uniform(0.0, 0.3)) for n in sorted(rng.sample(range(3, 38), 3))]
+    kills = 0
+    for target, delay in plan + [(None, 0.0)]:
         if run.exists() and not (run / "config.json").exists():
             shutil.rmtree(run)                 # killed before config.json: nothing to resume, start anew
         proc = _cli([*FLAGS, "--out", str(run)] + (["--resume"] if (run / "config.json").exists() else []))
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 0.9) * whole if kills < 4 else 600)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)   # whatever it was doing: loading, a step, a commit, an evaluation
-            proc.communicate()
+        if target is None:                     # the last one runs to the end
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-2000:]
+            break
+        if target == "loading":
+            time.sleep(delay)
+        else:
+            deadline = time.time() + 300
+            while proc.poll() is None and time.time() < deadline and \
+                    sum(1 for r in RunDir(run).metrics() if r["type"] == "step") < target:
+                time.sleep(0.02)
+            time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
             kills += 1
-            continue
-        _, err = proc.communicate()
-        assert proc.returncode == 0, err[-2000:]
-        break
-    else:
-        pytest.fail("the run never finished")
+        proc.communicate()
     assert kills >= 3, kills
     print(f"\nsurvived {kills} SIGKILLs")
     want, got = _final(tmp_path / "straight"), _final(run)

@@ -316,7 +316,7 @@ def test_form_defaults_are_valid_and_sized_for_a_cpu(monkeypatch):
     monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
     cfg = form.config_from_values({})
     cfg.validate()
-    assert cfg.data.task == "demo" and cfg.data.eval_rows == form.DEFAULT_EVAL_ROWS
+    assert cfg.data.task == "demo" and cfg.data.eval_rows == 300 and cfg.preset == "cpu"
     assert cfg.distill.eval_at_start and cfg.distill.eval_learners <= 5 and cfg.distill.eval_every <= 25
     assert cfg.distilled.seq_len <= 64 and cfg.distill.max_minutes is None and cfg.data.train_rows is None
 

@@ -1,4 +1,4 @@
-"""The Distill form as data: one `Field` per setting of the method, CPU defaults, and values -> RunConfig.
+"""The Distill form as data: one `Field` per setting of the method, values from a preset, and values -> RunConfig.
 
 Widget keys are the setting names, so tests and pages find widgets by the same names as
 the engine's dataclasses (`seq_len`, `outer_steps`, ...).
@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import DataConfig, default_data_dir
+from ..data import default_data_dir
 from ..distilled import DistilledConfig
 from ..distiller import DistillConfig, RunConfig
 from ..learner import BUNDLED_MODEL, ModelConfig
+from ..presets import DEFAULT_PRESET, PRESETS, preset_values
 from ..tasks import TASKS
 
-__all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_from_values",
-           "values_from_config", "task_options", "missing_settings", "DEFAULT_EVAL_ROWS"]
+__all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_from_values", "preset_widget_values",
+           "values_from_config", "task_options", "missing_settings", "preset_names"]
 
-DEFAULT_EVAL_ROWS = 300   # periodic validation on 300 random rows keeps each evaluation to seconds on CPU
+# form section -> settings section of distill_core.presets
+_PRESET_SECTION = {"Data": "data", "Model": "model", "Distilled data": "distilled", "Outer loop and evaluation": "distill"}
+_ZERO_IS_NONE = ("train_rows", "eval_rows", "max_minutes")    # 0 in the form, None in the engine
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,14 @@ class Field:
     label: str
     section: str
     kind: str                 # int | float | bool | choice | text
-    default: Any
     help: str = ""
     options: tuple = ()
     min: float | None = None  # only where a smaller value can never make sense; the engine validates the rest
+
+    @property
+    def default(self) -> Any:
+        """The widget's value in the default preset (presets.py is the only home of defaults)."""
+        return preset_widget_values(DEFAULT_PRESET)[self.key]
 
 
 def default_task() -> str:
@@ -45,72 +52,72 @@ def default_task() -> str:
 SECTIONS = ("Data", "Model", "Distilled data", "Outer loop and evaluation")
 
 FIELDS: tuple[Field, ...] = (
-    Field("max_length", "Max tokens per real example", "Data", "int", 128, "real examples are truncated to this",
+    Field("max_length", "Max tokens per real example", "Data", "int", "real examples are truncated to this",
           min=8),
-    Field("real_batch_size", "Real batch size", "Data", "int", 32, "real examples per outer step (paper: 32)", min=1),
-    Field("train_rows", "Train rows (0 = all)", "Data", "int", 0, "use only this many random train rows", min=0),
-    Field("dev_fraction", "Dev split (share of train)", "Data", "float", 0.05,
+    Field("real_batch_size", "Real batch size", "Data", "int", "real examples per outer step (paper: 32)", min=1),
+    Field("train_rows", "Train rows (0 = all)", "Data", "int", "use only this many random train rows", min=0),
+    Field("dev_fraction", "Dev split (share of train)", "Data", "float",
           "held out from train (stratified, seeded, at most 2,000 rows): periodic validation and `best` use it, "
           "so the evaluation split only reports; 0 validates on the evaluation split", min=0.0),
-    Field("eval_rows", "Validation rows (0 = all)", "Data", "int", DEFAULT_EVAL_ROWS,
+    Field("eval_rows", "Validation rows (0 = all)", "Data", "int",
           "periodic validation on this many random dev rows, for speed on CPU; Runs > Evaluate scores the "
           "whole evaluation split", min=0),
-    Field("model", "Model", "Model", "text", BUNDLED_MODEL,
+    Field("model", "Model", "Model", "text",
           "hub name or local path of a BERT-family checkpoint; the bundled model needs no network"),
-    Field("device", "Device", "Model", "choice", "auto", "auto picks cuda, then mps, then cpu",
+    Field("device", "Device", "Model", "choice", "auto picks cuda, then mps, then cpu",
           options=("auto", "cpu", "cuda", "mps")),
-    Field("dtype", "Dtype", "Model", "choice", "float32", options=("float32", "float64", "bfloat16")),
-    Field("seq_len", "Sequence length L", "Distilled data", "int", 64,
+    Field("dtype", "Dtype", "Model", "choice", options=("float32", "float64", "bfloat16")),
+    Field("seq_len", "Sequence length L", "Distilled data", "int",
           "positions of each synthetic sample (paper: 512; shorter is far cheaper)"),
-    Field("samples_per_class", "Samples per class", "Distilled data", "int", 1),
-    Field("inner_steps", "Inner steps T", "Distilled data", "int", 1, "plain SGD steps of the inner loop (1-5)"),
-    Field("different_data_per_step", "Different data per step", "Distilled data", "bool", False,
+    Field("samples_per_class", "Samples per class", "Distilled data", "int"),
+    Field("inner_steps", "Inner steps T", "Distilled data", "int", "plain SGD steps of the inner loop (1-5)"),
+    Field("different_data_per_step", "Different data per step", "Distilled data", "bool",
           "step t uses its own share of the samples (samples per class must be a multiple of T)"),
-    Field("label_type", "Labels", "Distilled data", "choice", "soft", options=("hard", "soft", "unrestricted")),
-    Field("attention_labels", "Attention labels", "Distilled data", "choice", "cls",
+    Field("label_type", "Labels", "Distilled data", "choice", options=("hard", "soft", "unrestricted")),
+    Field("attention_labels", "Attention labels", "Distilled data", "choice",
           "cls: the [CLS] row of every layer and head; all: full L x L", options=("cls", "all", "none")),
-    Field("attention_loss_weight", "Attention loss weight (lambda)", "Distilled data", "float", 1.0),
+    Field("attention_loss_weight", "Attention loss weight (lambda)", "Distilled data", "float"),
     # The CPU recipe (measured on SST-2 with the bundled model: rising accuracy after ~100 outer
     # steps instead of ~250+): real-example init, attention labels from the model, inner lr 0.3.
     # Both inits go beyond the paper; pick "random" for the paper's setting.
-    Field("inner_lr_init", "Initial inner lr", "Distilled data", "float", 0.3,
+    Field("inner_lr_init", "Initial inner lr", "Distilled data", "float",
           "learned, kept positive by softplus (the paper's reference: 0.01; 0.3 learns much faster here)"),
-    Field("init", "Initialisation", "Distilled data", "choice", "real",
+    Field("init", "Initialisation", "Distilled data", "choice",
           "real: word embeddings of real train examples (beyond the paper, faster); random: normal (the paper)",
           options=("real", "random")),
-    Field("attention_init", "Attention-label initialisation", "Distilled data", "choice", "model",
+    Field("attention_init", "Attention-label initialisation", "Distilled data", "choice",
           "model: the pre-trained model's own attention on the initial sample (beyond the paper); "
           "random: normal (the paper)", options=("model", "random")),
-    Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int", 300),
-    Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", "adam", options=("adam", "adamw")),
-    Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float", 1e-2),
-    Field("lr_labels", "Outer lr: labels", "Outer loop and evaluation", "float", 1e-2),
-    Field("lr_attention", "Outer lr: attention labels", "Outer loop and evaluation", "float", 1e-2),
-    Field("lr_inner_lr", "Outer lr: inner lr", "Outer loop and evaluation", "float", 1e-2),
-    Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float", 0.0),
-    Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float", 0.1),
-    Field("schedule", "Outer lr schedule", "Outer loop and evaluation", "choice", "constant",
+    Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int"),
+    Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", options=("adam", "adamw")),
+    Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float"),
+    Field("lr_labels", "Outer lr: labels", "Outer loop and evaluation", "float"),
+    Field("lr_attention", "Outer lr: attention labels", "Outer loop and evaluation", "float"),
+    Field("lr_inner_lr", "Outer lr: inner lr", "Outer loop and evaluation", "float"),
+    Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float"),
+    Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float"),
+    Field("schedule", "Outer lr schedule", "Outer loop and evaluation", "choice",
           "after warm-up: constant (part of the CPU recipe: +2.6 points at 300 steps on SST-2) or "
           "linear decay to 0 (the paper)", options=("constant", "linear")),
-    Field("grad_clip", "Gradient clip (0 = off)", "Outer loop and evaluation", "float", 1.0),
-    Field("eval_every", "Evaluate every N steps (0 = start and end)", "Outer loop and evaluation", "int", 25),
-    Field("eval_learners", "Learners per evaluation", "Outer loop and evaluation", "int", 4,
+    Field("grad_clip", "Gradient clip (0 = off)", "Outer loop and evaluation", "float"),
+    Field("eval_every", "Evaluate every N steps (0 = start and end)", "Outer loop and evaluation", "int"),
+    Field("eval_learners", "Learners per evaluation", "Outer loop and evaluation", "int",
           "fresh heads fine-tuned on the distilled data; mean +- std (paper: 100, at the end)"),
-    Field("eval_precision", "Scoring precision", "Outer loop and evaluation", "choice", "float32",
+    Field("eval_precision", "Scoring precision", "Outer loop and evaluation", "choice",
           "bfloat16 scores under bf16 autocast: about 1.8x faster evaluations on CPUs with bf16 units "
           "(fine-tuning stays float32)", options=("float32", "bfloat16")),
-    Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool", True),
-    Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool", True),
-    Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice", "auto",
+    Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool"),
+    Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool"),
+    Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice",
           "store every inner step, or recompute (memory flat in T); auto recomputes for T > 5",
           options=("auto", "store", "recompute")),
-    Field("recompute_copies", "Parameter copies kept when recomputing", "Outer loop and evaluation", "int", 1,
+    Field("recompute_copies", "Parameter copies kept when recomputing", "Outer loop and evaluation", "int",
           "0 keeps the least memory but recomputes the most inner steps; each copy costs one set of "
           "model weights", min=0),
-    Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", 0.0, min=0.0),
+    Field("max_minutes", "Time budget in minutes (0 = none)", "Outer loop and evaluation", "float", min=0.0),
     Field("save_every_minutes", "Save a resume point every N minutes (0 = only at evaluations)",
           "Outer loop and evaluation", "float", 5.0, "a killed run resumes from its last resume point", min=0.0),
-    Field("seed", "Seed", "Outer loop and evaluation", "int", 0),
+    Field("seed", "Seed", "Outer loop and evaluation", "int"),
 )
 
 # A setting the engine does not have (an older engine) is left out of the form.
@@ -124,18 +131,30 @@ def missing_settings() -> list[str]:
     return [k for k in (*DistilledConfig.__dataclass_fields__, *DistillConfig.__dataclass_fields__) if k not in _BY_KEY]
 
 
-def defaults() -> dict[str, Any]:
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset_widget_values(name: str) -> dict[str, Any]:
+    """Every form field's value under a preset (what the preset picker fills in)."""
+    values = preset_values(name)
+    out = {}
+    for f in FIELDS:
+        key = "name" if f.key == "model" else f.key
+        v = values[_PRESET_SECTION[f.section]][key]
+        out[f.key] = 0 if v is None and f.key in _ZERO_IS_NONE else v
+    return out
+
+
+def defaults(preset: str = DEFAULT_PRESET) -> dict[str, Any]:
     """Every widget's starting value, including the data source widgets of the page."""
-    return {**{f.key: f.default for f in FIELDS}, "task": default_task(), "data_dir": default_data_dir() or "",
-            "text_columns": "sentence", "label_column": "label", "train_path": "", "eval_path": ""}
+    return {**preset_widget_values(preset), "preset": preset, "task": default_task(),
+            "data_dir": default_data_dir() or "", "text_columns": "sentence", "label_column": "label",
+            "train_path": "", "eval_path": ""}
 
 
 def task_options() -> list[str]:
     return sorted(TASKS)
-
-
-def _none_if_zero(v):
-    return None if v in (0, 0.0, None) else v
 
 
 def _text(v) -> str | None:
@@ -143,27 +162,29 @@ def _text(v) -> str | None:
 
 
 def config_from_values(values: dict[str, Any], source: str = "task") -> RunConfig:
-    """Build the run config from widget values. source: task | files (train_path/eval_path) | upload.
+    """Build the run config from widget values over their preset. source: task | files | upload.
 
-    For uploads the file paths are filled in later (jobs.start_distill stages the files).
-    Range checks are left to RunConfig.validate(), whose messages name the setting.
+    A value the form does not hold comes from the preset (values["preset"], default cpu). For uploads
+    the file paths are filled in later (jobs.start_distill stages the files). Range checks are left to
+    RunConfig.validate(), whose messages name the setting.
     """
-    v = {**defaults(), **values}
+    preset = values.get("preset") or DEFAULT_PRESET
+    v = {**defaults(preset), **values}
+    settings = preset_values(preset)
     cols = [c.strip() for c in str(v["text_columns"] or "").split(",") if c.strip()]
     custom = source in ("files", "upload")
-    data = DataConfig(
+    settings["data"].update(
         task=None if custom else v["task"], data_dir=_text(v["data_dir"]),
         train_file=_text(v["train_path"]) if source == "files" else None,
         eval_file=_text(v["eval_path"]) if source == "files" else None,
-        text_columns=cols if custom else [], label_column=_text(v["label_column"]) if custom else None,
-        max_length=int(v["max_length"]), real_batch_size=int(v["real_batch_size"]),
-        train_rows=_none_if_zero(int(v["train_rows"])), eval_rows=_none_if_zero(int(v["eval_rows"])),
-        seed=int(v["seed"]), dev_fraction=float(v["dev_fraction"]))
-    model = ModelConfig(name=_text(v["model"]) or BUNDLED_MODEL, device=v["device"], dtype=v["dtype"])
-    distilled = DistilledConfig(**{k: _cast(k, v[k]) for k in DistilledConfig.__dataclass_fields__ if k in _BY_KEY})
-    distill = DistillConfig(**{k: _cast(k, v[k]) for k in DistillConfig.__dataclass_fields__ if k in _BY_KEY})
-    distill.max_minutes = _none_if_zero(distill.max_minutes)
-    return RunConfig(data=data, model=model, distilled=distilled, distill=distill)
+        text_columns=cols if custom else [], label_column=_text(v["label_column"]) if custom else None)
+    for f in FIELDS:
+        section, key = _PRESET_SECTION[f.section], "name" if f.key == "model" else f.key
+        value = _cast(f.key, v[f.key])
+        settings[section][key] = None if f.key in _ZERO_IS_NONE and value in (0, 0.0) else value
+    settings["model"]["name"] = _text(settings["model"]["name"]) or BUNDLED_MODEL
+    settings["data"]["seed"] = settings["distill"]["seed"]      # one seed in the form, as on the command line
+    return RunConfig.from_dict({**settings, "preset": preset})
 
 
 def _cast(key: str, value: Any) -> Any:
@@ -174,7 +195,7 @@ def _cast(key: str, value: Any) -> Any:
 
 def values_from_config(config: dict) -> dict[str, Any]:
     """The widget values that rebuild a saved run's config (to start a similar run)."""
-    out = {}
+    out = {"preset": config.get("preset") or DEFAULT_PRESET}
     for part in ("data", "model", "distilled", "distill"):
         for k, val in (config.get(part) or {}).items():
             key = "model" if (part, k) == ("model", "name") else k

@@ -1,0 +1,80 @@
+"""The only home of defaults: named presets of every setting, from which the CLI, the app's form and the study
+all resolve their run configs.
+
+- `cpu` (the default everywhere): the recipe that learns within minutes on a laptop CPU (real-example
+  init, model-attention init, inner lr 0.3, constant outer schedule, L = 64, 300 outer steps).
+  Its inits go beyond the paper.
+- `paper`: METHOD.md and the reference implementation: random inits, inner lr 1e-2, L = 512, Adam
+  at 1e-2 with linear warm-up (10 %) and decay, clipping at 1.0, 100 learners. Its outer steps are
+  30 epochs of SST-2 at batch 32; set --outer-steps for another task.
+- `BASE` holds what a preset does not change; the engine's dataclasses take their field defaults
+  from it, so code that builds a config by hand gets the same values as before presets existed.
+
+This module imports nothing from the engine, so every config module can import it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["BASE", "PRESETS", "DEFAULT_PRESET", "preset_values", "default_of", "defaults_text", "SECTIONS"]
+
+SECTIONS = ("data", "model", "distilled", "distill")
+
+BASE: dict[str, dict[str, Any]] = {
+    "data": {"task": "sst2", "data_dir": None, "train_file": None, "eval_file": None, "text_columns": [],
+             "label_column": None, "max_length": 128, "real_batch_size": 32, "train_rows": None,
+             "eval_rows": None, "allow_hub": True, "seed": 0, "dev_fraction": 0.05, "dev_max_rows": 2000},
+    "model": {"name": "bundled:all-MiniLM-L6-v2", "device": "auto", "dtype": "float32"},
+    "distilled": {"seq_len": 64, "samples_per_class": 1, "inner_steps": 1, "different_data_per_step": False,
+                  "label_type": "soft", "attention_labels": "cls", "attention_loss_weight": 1.0,
+                  "inner_lr_init": 0.1, "init": "random", "attention_init": "random"},
+    "distill": {"outer_steps": 300, "optimizer": "adam", "lr_embeds": 1e-2, "lr_labels": 1e-2,
+                "lr_attention": 1e-2, "lr_inner_lr": 1e-2, "weight_decay": 0.0, "warmup_ratio": 0.1,
+                "schedule": "linear", "grad_clip": 1.0, "eval_every": 50, "eval_learners": 10,
+                "eval_precision": "float32", "eval_at_start": True, "baselines": True, "max_minutes": None,
+                "save_every_minutes": 5.0, "inner_memory": "auto", "recompute_copies": 1, "seed": 0},
+}
+
+_CHANGES: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {"data": {"eval_rows": 300},
+            "distilled": {"seq_len": 64, "inner_lr_init": 0.3, "init": "real", "attention_init": "model"},
+            "distill": {"outer_steps": 300, "schedule": "constant", "eval_every": 25, "eval_learners": 4}},
+    "paper": {"distilled": {"seq_len": 512, "inner_lr_init": 1e-2, "init": "random", "attention_init": "random"},
+              "distill": {"outer_steps": 63_135, "schedule": "linear", "eval_every": 2_000, "eval_learners": 100}},
+}
+
+
+def _merged(changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = copy.deepcopy(BASE)
+    for section, values in changes.items():
+        unknown = set(values) - set(out[section])
+        assert not unknown, f"preset names settings that do not exist: {unknown}"   # a bug here, not user input
+        out[section].update(values)
+    return out
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {name: _merged(c) for name, c in _CHANGES.items()}
+DEFAULT_PRESET = "cpu"
+
+
+def preset_values(name: str) -> dict[str, dict[str, Any]]:
+    """Every setting of a preset, by section (a copy the caller may change)."""
+    from .errors import UserError
+
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def default_of(section: str, key: str, preset: str = DEFAULT_PRESET) -> Any:
+    return PRESETS[preset][section][key]
+
+
+def defaults_text(section: str, key: str) -> str:
+    """'default: cpu 64, paper 512' (or one value when the presets agree), for --help and the form."""
+    values = {name: p[section][key] for name, p in PRESETS.items()}
+    if len({repr(v) for v in values.values()}) == 1:
+        return f"default {next(iter(values.values()))}"
+    return "default " + ", ".join(f"{name} {v}" for name, v in values.items())
