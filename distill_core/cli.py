@@ -199,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-lr", type=float, default=DistilledConfig().inner_lr_init, help="random-kshot: SGD lr")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="random-kshot: score under bf16 autocast")
-    p.add_argument("--full-steps", type=int, default=500, help="full: AdamW steps of --real-batch examples")
+    p.add_argument("--epochs", type=float, default=3.0,
+                   help="full: at most this many epochs, stopped early on the dev split's score")
+    p.add_argument("--full-learners", type=int, default=3, help="full: learners (seeds --seed, --seed+1, ...)")
+    p.add_argument("--check-every", type=int, default=200, help="full: batches between dev checks")
+    p.add_argument("--patience", type=int, default=3, help="full: dev checks without improvement before stopping")
+    p.add_argument("--full-steps", type=int,
+                   help="full: instead, exactly this many AdamW steps with one learner and no dev selection")
     p.add_argument("--full-lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", help="also write the result JSON to this file")
@@ -493,6 +499,18 @@ def _cmd_baseline(a) -> int:
         result = random_kshot_baseline(prep.learner, prep.train, prep.eval, spec.metrics, a.k, a.inner_steps,
                                        a.inner_lr, a.different_data_per_step, EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
                                        progress=lambda d, t: bar.update(1))
+        bar.close()
+        result.pop("per_learner", None)
+    elif a.full_steps is None:
+        from .evaluation import converged_finetune_baseline
+
+        if prep.dev is None:
+            raise UserError("full fine-tuning to convergence needs a dev split (--dev-fraction > 0), or --full-steps")
+        bar = tqdm(total=a.full_learners, desc="full fine-tuning", unit="learner", file=sys.stderr)
+        result = converged_finetune_baseline(prep.learner, prep.train, prep.dev, prep.eval, spec.metrics,
+                                             epochs=a.epochs, batch_size=cfg.data.real_batch_size, lr=a.full_lr,
+                                             learners=a.full_learners, check_every=a.check_every,
+                                             patience=a.patience, seed=a.seed, progress=lambda d, t: bar.update(1))
         bar.close()
         result.pop("per_learner", None)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +20,7 @@ from .learner import Learner, Params
 
 __all__ = ["aggregate_seeds", "tuned_kshot_baseline", "KSHOT_LR_GRID", "EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "validation_loss", "predict_logits",
            "scoring_precision", "PRECISIONS", "majority_baseline",
-           "random_kshot_baseline", "full_finetune_baseline", "Progress"]
+           "random_kshot_baseline", "full_finetune_baseline", "converged_finetune_baseline", "Progress"]
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -265,10 +266,12 @@ def tuned_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_
             "tune_learners": tune_learners}
 
 
-def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,
-                           metrics: tuple[str, ...], steps: int = 500, batch_size: int = 32, lr: float = 5e-5,
-                           warmup_ratio: float = 0.1, seed: int = 0, progress: Progress | None = None) -> dict:
-    """Ordinary fine-tuning (AdamW, linear schedule) on real batches; one learner."""
+def _finetune_steps(learner: Learner, encoded_train: EncodedSplit, steps: int, batch_size: int, lr: float,
+                    warmup_ratio: float, seed: int):
+    """Ordinary fine-tuning (AdamW, linear warm-up and decay over `steps`, clipping at 1.0), all weights.
+
+    Yields (step, params) after each update; params are the live tensors (copy them to keep them).
+    """
     gen = torch.Generator().manual_seed(seed)
     start = learner.fresh_params(torch.Generator().manual_seed(seed))
     start[learner.word_embedding_name] = learner.word_embeddings()  # ordinary fine-tuning trains it too
@@ -278,25 +281,73 @@ def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encode
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
     order: list[int] = []
-    t0 = time.perf_counter()
     for step in range(steps):
         if len(order) < batch_size:
             order += torch.randperm(len(encoded_train), generator=gen).tolist()
         idx, order = order[:batch_size], order[batch_size:]
         micro = [b.to(learner.device) for b in real_batches(encoded_train, idx, learner.supports_packing)]
-        total = len(idx)
         opt.zero_grad(set_to_none=True)
         for b in micro:
-            (F.cross_entropy(learner.real_logits(theta, b), b.labels, reduction="sum") / total).backward()
+            (F.cross_entropy(learner.real_logits(theta, b), b.labels, reduction="sum") / len(idx)).backward()
         torch.nn.utils.clip_grad_norm_(list(theta.values()), 1.0)
         opt.step()
         sched.step()
+        yield step + 1, theta
+
+
+def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_eval: EncodedSplit,
+                           metrics: tuple[str, ...], steps: int = 500, batch_size: int = 32, lr: float = 5e-5,
+                           warmup_ratio: float = 0.1, seed: int = 0, progress: Progress | None = None) -> dict:
+    """Ordinary fine-tuning for a fixed number of batches; one learner (see converged_finetune_baseline)."""
+    t0 = time.perf_counter()
+    theta = {}
+    for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed):
         if progress is not None:
-            progress(step + 1, steps)
+            progress(step, steps)
     params = {k: v.detach() for k, v in theta.items()}
     labels = encoded_eval.labels.numpy()
     row = compute_metrics(predict(learner, params, encoded_eval), labels, metrics)
     return {"metrics": summarize([row]), "steps": steps, "batch_size": batch_size, "lr": lr,
             "seconds": time.perf_counter() - t0}
+
+
+def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_dev: EncodedSplit,
+                                encoded_eval: EncodedSplit, metrics: tuple[str, ...], epochs: float = 3.0,
+                                batch_size: int = 32, lr: float = 5e-5, learners: int = 3, check_every: int = 200,
+                                patience: int = 3, warmup_ratio: float = 0.1, seed: int = 0,
+                                progress: Progress | None = None) -> dict:
+    """Full-data fine-tuning to convergence: up to `epochs`, dev-checked every `check_every` batches, stopped
+    after `patience` checks without a better dev score; the best-on-dev weights are scored on the
+    evaluation split. Several learners (seeds seed..seed+n-1); reports epochs, steps and time."""
+    if epochs <= 0 or learners < 1 or check_every < 1 or patience < 1:
+        raise UserError("epochs must be > 0 and learners, check_every and patience >= 1")
+    steps = max(1, math.ceil(epochs * len(encoded_train) / batch_size))
+    primary = metrics[0]
+    dev_labels, eval_labels = encoded_dev.labels.numpy(), encoded_eval.labels.numpy()
+    dev_batches = eval_batches(learner, encoded_dev, EvalConfig().max_tokens)
+    rows, runs = [], []
+    for i in range(learners):
+        t0, best, best_step, bad, ran = time.perf_counter(), None, 0, 0, 0
+        for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed + i):
+            ran = step
+            if step % check_every and step != steps:
+                continue
+            params = {k: v.detach() for k, v in theta.items()}
+            score = compute_metrics(predict(learner, params, encoded_dev, batches=dev_batches), dev_labels,
+                                    metrics)[primary]
+            if best is None or score > best[0]:
+                best, best_step, bad = (score, {k: v.clone() for k, v in params.items()}), step, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+        rows.append(compute_metrics(predict(learner, best[1], encoded_eval), eval_labels, metrics))
+        runs.append({"best_step": best_step, "steps": ran, "epochs": ran * batch_size / len(encoded_train),
+                     "dev": best[0], "seconds": time.perf_counter() - t0, "stopped_early": ran < steps})
+        if progress is not None:
+            progress(i + 1, learners)
+    return {"metrics": summarize(rows), "per_learner": rows, "learners": runs, "selected_on": "dev",
+            "max_epochs": epochs, "epochs": float(np.mean([r["epochs"] for r in runs])),
+            "seconds": float(sum(r["seconds"] for r in runs)), "batch_size": batch_size, "lr": lr}
 
 

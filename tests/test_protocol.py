@@ -57,3 +57,21 @@ def test_seeds_distil_different_data_and_evaluate_together(tmp_path, capsys):
     per_run = [m["accuracy"]["mean"] for m in report["per_run"]]
     assert report["across_seeds"]["accuracy"]["mean"] == pytest.approx(sum(per_run) / 2)
     assert report["across_seeds"]["accuracy"]["seeds"] == 2
+
+
+def test_full_data_fine_tuning_selects_on_dev_stops_early_and_reports_epochs(bundled):
+    from distill_core.distiller import prepare
+    from distill_core.evaluation import converged_finetune_baseline
+    from test_distiller import demo_config
+
+    prep = prepare(demo_config(), learner=bundled)
+    res = converged_finetune_baseline(bundled, prep.train, prep.dev, prep.eval, prep.task.spec.metrics, epochs=2.0,
+                                      batch_size=16, learners=2, check_every=3, patience=1)
+    total = math.ceil(2.0 * len(prep.train) / 16)
+    assert res["metrics"]["accuracy"]["n"] == 2 and res["selected_on"] == "dev" and len(res["learners"]) == 2
+    for run in res["learners"]:
+        assert run["best_step"] % 3 == 0 or run["best_step"] == total
+        assert run["best_step"] <= run["steps"] <= total and run["epochs"] == pytest.approx(run["steps"] * 16 / len(prep.train))
+        assert run["stopped_early"] == (run["steps"] < total)
+        # patience 1: a stop comes at the first check after the best one
+        assert not run["stopped_early"] or run["steps"] == run["best_step"] + 3
