@@ -70,8 +70,9 @@ def _band(fig: go.Figure, x, mean, std, color: str, name: str, row=None, col=Non
     upper = [m + s for m, s in zip(mean, std)]
     lower = [m - s for m, s in zip(mean, std)]
     kw = {} if row is None else {"row": row, "col": col}
-    fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=upper + lower[::-1], fill="toself", fillcolor=color,
-                             opacity=0.18, line={"width": 0}, hoverinfo="skip", name=f"{name} ± std",
+    # mode "lines": plotly's default draws markers on traces of <= 20 points, dotting the band's outline
+    fig.add_trace(go.Scatter(x=list(x) + list(x)[::-1], y=upper + lower[::-1], mode="lines", fill="toself",
+                             fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip", name=f"{name} ± std",
                              showlegend=False, legendgroup=name), **kw)
     fig.add_trace(go.Scatter(x=list(x), y=list(mean), mode="lines+markers", line={"color": color, "width": 2},
                              name=name, legendgroup=name, showlegend=legend,
