@@ -36,7 +36,7 @@ class StudyRow:
     """One cell of the study: a distillation setting or a baseline on one task."""
 
     task: str
-    setting: str                  # HL | SL | HL+AL | SL+AL | majority | random-<k>-shot | full
+    setting: str                  # HL | SL | HL+AL | SL+AL | majority | random-<k>-shot[-tuned] | full
     samples_per_class: int = 1
     inner_steps: int = 1
     same_data: bool = True        # multi-step: the same sample every step, or step t uses the t-th sample
@@ -47,13 +47,13 @@ class StudyRow:
         if self.setting in SETTINGS:
             return "distill"
         if self.setting.startswith("random-"):
-            return "random-kshot"
+            return "random-kshot-tuned" if self.setting.endswith("-tuned") else "random-kshot"
         return self.setting
 
     @property
     def key(self) -> str:
         name = self.setting.replace("+", "-").lower()
-        if self.kind == "distill" or self.kind == "random-kshot":
+        if self.kind in ("distill", "random-kshot", "random-kshot-tuned"):
             data = "same" if self.same_data else "diff"
             name += f"-{self.samples_per_class}x{self.inner_steps}" + ("" if self.inner_steps == 1 else f"-{data}")
         return f"{self.task}-{name}"
@@ -61,12 +61,13 @@ class StudyRow:
 
 def _task_rows(task: str) -> list[StudyRow]:
     return [StudyRow(task, "majority"), *(StudyRow(task, s) for s in ("HL+AL", "SL+AL", "HL", "SL")),
-            StudyRow(task, "random-1-shot"), StudyRow(task, "full")]
+            StudyRow(task, "random-1-shot"), StudyRow(task, "random-1-shot-tuned"), StudyRow(task, "full")]
 
 
 def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
     rows = [StudyRow(task, "SL+AL", 1, 3, True), StudyRow(task, "SL+AL", 3, 3, False),
-            StudyRow(task, "random-1-shot", 1, 3, True), StudyRow(task, "random-3-shot", 3, 3, False)]
+            StudyRow(task, "random-1-shot", 1, 3, True), StudyRow(task, "random-3-shot", 3, 3, False),
+            StudyRow(task, "random-1-shot-tuned", 1, 3, True), StudyRow(task, "random-3-shot-tuned", 3, 3, False)]
     # beyond the paper (which stopped at T=5 for memory): ten different samples per class, ten steps
     return rows + [StudyRow(task, "SL+AL", 10, 10, False, outer_steps=long_steps),
                    StudyRow(task, "random-10-shot", 10, 10, False)]
@@ -77,7 +78,8 @@ PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
     "paper-sst2": lambda c: _task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps),
     # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
     "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL"), StudyRow("demo", "SL"),
-                        StudyRow("demo", "random-1-shot"), StudyRow("demo", "full")],
+                        StudyRow("demo", "random-1-shot"), StudyRow("demo", "random-1-shot-tuned"),
+                        StudyRow("demo", "full")],
 }
 
 
@@ -115,8 +117,12 @@ class StudyConfig:
     grid_learners: int = 4
     grid_setting: str = "HL+AL"         # the pilots run this setting; all rows of the task use its choice
     eval_precision: str = "bfloat16"
-    full_steps: int = 500
+    full_steps: int | None = None       # None: full-data fine-tuning to convergence (dev early stopping)
+    full_epochs: float = 3.0
+    full_learners: int = 3
     full_lr: float = 5e-5
+    seeds: int = 3                      # distillations per distilled row (the paper's protocol has one)
+    kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
     only: tuple[str, ...] = ()          # keep rows whose key contains one of these
     threads: int | None = None
     device: str = "auto"
@@ -128,7 +134,8 @@ class StudyConfig:
 
         if self.run_preset not in RUN_PRESETS:
             raise UserError(f"unknown run preset {self.run_preset!r}; choose from {', '.join(RUN_PRESETS)}")
-        for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length"):
+        for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length",
+                     "seeds", "full_learners"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         if not self.grid_outer_lr or not self.grid_inner_lr_init:
@@ -247,7 +254,8 @@ class Study:
         return self.out / "results" / f"{row.key}.json"
 
     def run_row(self, row: StudyRow) -> dict:
-        from .evaluation import full_finetune_baseline, majority_baseline, random_kshot_baseline
+        from .evaluation import (converged_finetune_baseline, full_finetune_baseline, majority_baseline,
+                                 random_kshot_baseline, tuned_kshot_baseline)
 
         c = self.config
         prep = self.prepared(row.task)
@@ -257,11 +265,26 @@ class Study:
         if row.kind == "majority":
             res = majority_baseline(prep.task.train.labels, prep.eval, spec.metrics, spec.num_labels)
             config = {"majority_label": res["majority_label"]}
+        elif row.kind == "full" and c.full_steps is None:
+            res = converged_finetune_baseline(prep.learner, prep.train, prep.selection, prep.eval, spec.metrics,
+                                              epochs=c.full_epochs, lr=c.full_lr, learners=c.full_learners)
+            config = {"max_epochs": c.full_epochs, "epochs": res["epochs"], "lr": c.full_lr, "batch_size": 32,
+                      "optimizer": "adamw", "schedule": "linear, 10% warm-up", "learners": c.full_learners,
+                      "selected_on": prep.selection_name, "per_learner": res["learners"]}
         elif row.kind == "full":
             res = full_finetune_baseline(prep.learner, prep.train, prep.eval, spec.metrics, steps=c.full_steps,
                                          lr=c.full_lr, batch_size=32)
             config = {"steps": c.full_steps, "lr": c.full_lr, "batch_size": 32, "optimizer": "adamw",
                       "schedule": "linear, 10% warm-up", "learners": 1}
+        elif row.kind == "random-kshot-tuned":
+            k = int(row.setting.split("-")[1])
+            res = tuned_kshot_baseline(prep.learner, prep.train, prep.selection, prep.eval, spec.metrics, k,
+                                       row.inner_steps, not row.same_data, tuple(c.kshot_grid),
+                                       config=self.eval_config())
+            config = {"k": k, "inner_steps": row.inner_steps, "lr": res["lr"], "grid": res["grid"],
+                      "dev_loss": {str(lr): v for lr, v in res["dev_loss"].items()}, "tuned_on": prep.selection_name,
+                      "different_data_per_step": not row.same_data, "learners": c.learners,
+                      "eval_precision": c.eval_precision}
         else:
             grid = self.grid(row.task)
             chosen = grid["chosen"]
@@ -278,6 +301,7 @@ class Study:
             else:
                 res, config = self._distill_row(row, chosen)
                 extra["run"] = f"runs/{row.key}"
+                extra["seeds"] = res["seeds"]
         cpu, wall = clock.read()
         result = {"key": row.key, "task": row.task, "setting": row.setting, "preset": self.config.run_preset,
                   "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
@@ -288,28 +312,41 @@ class Study:
         return result
 
     def _distill_row(self, row: StudyRow, chosen: dict) -> tuple[dict, dict]:
+        """`seeds` distillations of the row (runs/<key> for the first seed, runs/<key>-seed<k> after), each scored
+        with `learners` learners; the row's metrics pool every learner, `seeds` keeps the across-seed view."""
         from .distiller import Distiller
+        from .evaluation import aggregate_seeds, evaluate_distilled, summarize
 
         c = self.config
-        run_dir = self.out / "runs" / row.key
-        if run_dir.exists():  # an interrupted row: its result was never written, so start it again
-            shutil.rmtree(run_dir)
         steps = row.outer_steps or c.outer_steps
-        cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
-        d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task))
-        final: dict = {}
-        d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
-        summary = d.run_loop()
-        if summary["status"] != "done" or not final:
-            raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
-        # keep what the pages need: the last checkpoint (also the only evaluated one), not its copies,
-        # nor the resume state (optimizer moments, the data order), since a finished row is never resumed
-        for path in d.run.checkpoints.iterdir():
-            if path.name != "last.safetensors":
-                path.unlink()
-        d.run.state_path.unlink(missing_ok=True)
-        config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234}
-        return {"metrics": final["metrics"]}, config
+        per_seed, runs = [], []
+        for k in range(c.seeds):
+            run_dir = self.out / "runs" / (row.key if k == 0 else f"{row.key}-seed{k}")
+            if run_dir.exists():  # an interrupted row: its result was never written, so start it again
+                shutil.rmtree(run_dir)
+            cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
+            cfg.distill.seed = k
+            cfg.distill.eval_learners = c.grid_learners   # the run's own end-of-run check is on dev, and cheap
+            d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task))
+            final: dict = {}
+            d.add_callback(lambda e, final=final: final.update(e) if e["type"] == "eval" else None)
+            summary = d.run_loop()
+            if summary["status"] != "done" or not final:
+                raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
+            # the final scoring: all learners on the evaluation split (the run validated on dev)
+            result = evaluate_distilled(d.prep.learner, d.distilled, d.prep.eval, d.prep.task.spec.metrics,
+                                        self.eval_config())
+            per_seed.append(result["per_learner"])
+            runs.append(run_dir.name)
+            # keep what the pages need: the last checkpoint, not its copies nor the resume state
+            for path in d.run.checkpoints.iterdir():
+                if path.name != "last.safetensors":
+                    path.unlink()
+            d.run.state_path.unlink(missing_ok=True)
+        config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234,
+                  "distill_seeds": list(range(c.seeds)), "runs": runs}
+        pooled = summarize([r for rows in per_seed for r in rows])
+        return {"metrics": pooled, "seeds": aggregate_seeds(per_seed)}, config
 
     def run(self) -> list[dict]:
         rows = plan(self.config)
@@ -372,7 +409,11 @@ def add_parser(sub) -> None:
     p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
     p.add_argument("--grid-steps", type=int, default=d.grid_steps)
     p.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=d.eval_precision)
-    p.add_argument("--full-steps", type=int, default=d.full_steps)
+    p.add_argument("--full-steps", type=int, default=d.full_steps,
+                   help="full-data row: exactly this many batches, one learner (default: to convergence on dev)")
+    p.add_argument("--full-epochs", type=float, default=d.full_epochs, help="full-data row: at most this many epochs")
+    p.add_argument("--full-learners", type=int, default=d.full_learners)
+    p.add_argument("--seeds", type=int, default=d.seeds, help="distillations per distilled row")
     p.add_argument("--only", nargs="+", default=[], help="run only rows whose key contains one of these")
     p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
     p.add_argument("--report", action="store_true",
@@ -386,6 +427,7 @@ def cmd_study(a) -> int:
                          outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
+                         full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
                          only=tuple(a.only), threads=a.threads, device=a.device)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)
         raise ReportRequested(Path(config.out))

@@ -325,3 +325,24 @@ def test_the_preset_picker_fills_every_field(runs_dir):
     assert at.number_input(key="seq_len").value == 512 and at.selectbox(key="init").value == "random"
     assert at.number_input(key="inner_lr_init").value == pytest.approx(0.01)
     assert not at.warning                                            # no "value set twice" warnings
+
+
+def test_runs_page_refuses_a_hostile_distilled_file_and_writes_nothing(ui_run, runs_dir):
+    import json as _json
+
+    from safetensors.torch import save
+
+    from distill_core.distilled import DistilledConfig, DistilledData
+
+    _, run_id, *_ = ui_run
+    d = DistilledData(DistilledConfig(seq_len=4), num_labels=2, hidden_size=6, num_layers=2, num_heads=2)
+    header = _json.loads(d.metadata()["distilled"])
+    header["config"]["seq_len"] = 10_000_000                           # a 1 KB file asking for 30 GB
+    hostile = save(d.tensors(), metadata={"distilled": _json.dumps(header)})
+    before = sorted(p.name for p in runs_dir.iterdir())
+    at = ok(app("app_pages/runs.py", run_id).run())
+    at.file_uploader(key="import_upload").upload("huge.safetensors", hostile)
+    ok(at.run())
+    ok(at.button(key="import").click().run())
+    assert any("seq_len=10000000" in e.value for e in at.error), [e.value for e in at.error]
+    assert sorted(p.name for p in runs_dir.iterdir()) == before

@@ -52,6 +52,10 @@ def smoke_study(tmp_path_factory):
     return out, rows, log
 
 
+def acc_of(row: dict) -> float:
+    return row["metrics"]["accuracy"]["mean"]
+
+
 def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
     out, rows, log = smoke_study
     summary = json.loads((out / "summary.json").read_text())
@@ -62,7 +66,8 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
                 "config"} <= set(r)
         acc = r["metrics"]["accuracy"]
         assert 0 <= acc["mean"] <= 100 and acc["std"] >= 0
-        assert acc["n"] == (1 if r["setting"] in ("majority", "full") else 2)
+        seeds = StudyConfig().seeds if r["setting"] in ("HL+AL", "SL") else 1
+        assert acc["n"] == (1 if r["setting"] in ("majority", "full") else 2 * seeds)   # distilled: every seed's learners
         assert r["cpu_seconds"] >= 0
     grid = json.loads((out / "grid" / "demo.json").read_text())
     losses = {p["inner_lr_init"]: p["validation_loss"]["mean"] for p in grid["pilots"]}
@@ -76,8 +81,13 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.safetensors"]
         assert not (run / "state.json").exists()
         events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        final = [e for e in events if e["type"] == "eval"][-1]
-        assert final["metrics"] == r["metrics"]      # the row's score is the run's own final evaluation
+        assert {e["split"] for e in events if e["type"] == "eval"} == {"dev"}   # the runs select on dev only
+        assert r["seeds"]["accuracy"]["seeds"] == 3 and r["seeds"]["accuracy"]["learners"] == [2, 2, 2]
+        assert r["config"]["runs"] == [r["key"], f"{r['key']}-seed1", f"{r['key']}-seed2"]
+        assert r["seeds"]["accuracy"]["mean"] == pytest.approx(acc_of(r))     # equal learners: same mean
+    tuned = next(r for r in summary if r["setting"] == "random-1-shot-tuned")
+    losses = {float(k): v for k, v in tuned["config"]["dev_loss"].items()}
+    assert tuned["config"]["lr"] == min(losses, key=losses.get) and tuned["config"]["tuned_on"] == "dev"
     kshot = next(r for r in summary if r["setting"] == "random-1-shot")
     assert kshot["config"]["lr"] == grid["chosen"]["inner_lr_init"]
 
@@ -117,7 +127,7 @@ def test_load_summary_names_the_file_and_the_row(tmp_path):
 def test_results_views(smoke_study):
     _, rows, _ = smoke_study
     frame = views.results_frame(rows)
-    assert list(frame["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "full"]
+    assert list(frame["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "random-1-shot-tuned", "full"]
     fig = views.results_figure(rows, "demo")
     bars = fig.data[0]
     assert list(bars.y) == [r["metrics"]["accuracy"]["mean"] for r in rows]
@@ -168,7 +178,7 @@ def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatc
     monkeypatch.setenv("DISTILL_STUDY_DIR", str(out))
     at = _results_app()
     table = at.dataframe[0].value
-    assert list(table["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "full"]
+    assert list(table["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "random-1-shot-tuned", "full"]
     assert list(table["accuracy"])[1] == views.format_score(rows[1]["metrics"]["accuracy"])
     spec = at.get("plotly_chart")[0].proto.spec
     assert "error_y" in spec and "demo: accuracy" in spec
