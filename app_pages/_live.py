@@ -36,10 +36,6 @@ def session_owner() -> tuple[str, str]:
     return sid, f"browser session {sid[:6]}{where}, {time.strftime('%H:%M')}"
 
 
-def is_mine(job: jobs.Job) -> bool:
-    return job.snapshot().owner == session_owner()[0]
-
-
 def clock(seconds) -> str:
     if seconds is None:
         return "–"
@@ -55,7 +51,7 @@ def _ends(snap: jobs.JobSnapshot) -> str:
 
 def busy_notice(container, job: jobs.Job, queued: jobs.Job | None = None) -> None:
     """Say which heavy job holds the machine (who started it, when it ends) and link to it."""
-    snap = job.snapshot()
+    snap = job.snapshot(events=False)
     page = PAGES["distill"] if job.kind == "distill" else PAGES["runs"]
     who = "you" if snap.owner == session_owner()[0] else (snap.owner_label or "another session")
     text = f"A run is active: **{job.id}** ({job.kind}, started by {who}{_ends(snap)}). One heavy run at a time."
@@ -110,7 +106,7 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
     from distill_core.views import curves
 
     run = RunDir(default_runs_dir() / run_id)
-    was_active = job is not None and job.snapshot().active
+    was_active = job is not None and job.snapshot(events=False).active
     me = session_owner()[0]
 
     @st.fragment(run_every=STATUS_POLL_S if was_active else None)
@@ -168,16 +164,16 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
 
     @st.fragment(run_every=CHART_POLL_S if was_active else None)
     def charts() -> None:
-        snap = job.snapshot() if job else None
+        snap = job.snapshot(events=False) if job else None    # the events only when a figure is rebuilt
         cfg = run.config() if run.exists() else {}
         if snap is not None:
-            version, events = (run_id, snap.version), None
+            version = (run_id, snap.version)
         else:
-            version, events = (run_id, "saved", run.metrics_path.stat().st_mtime if run.metrics_path.exists() else 0), None
+            version = (run_id, "saved", run.metrics_path.stat().st_mtime if run.metrics_path.exists() else 0)
         smooth, dark = st.session_state.get("loss_smoothing", 0), is_dark()
 
         def build():
-            ev = snap.events if snap else saved_events(run)
+            ev = job.snapshot().events if snap else saved_events(run)
             start = next((e for e in ev if e.get("type") == "start"), {})
             total = snap.total if snap else start.get("outer_steps", 0)
             return (curves.accuracy_figure(ev, total_steps=total, max_points=MAX_POINTS),
@@ -212,7 +208,7 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
 def evaluation_panel(run: RunDir, registry: jobs.JobRegistry) -> None:
     """Progress of the run's latest evaluation job (one learner at a time) and the saved result."""
     job = registry.for_run(run.path, "evaluate")
-    was_active = job is not None and job.snapshot().active
+    was_active = job is not None and job.snapshot(events=False).active
     me = session_owner()[0]
 
     @st.fragment(run_every=STATUS_POLL_S if was_active else None)

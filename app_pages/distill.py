@@ -74,7 +74,7 @@ if wanted:
 job = (reg.for_run(default_runs_dir() / wanted, "distill") or reg.get(wanted)) if wanted else None
 if job is None and not wanted:
     active = reg.active()
-    job = active if active is not None and active.kind == "distill" and active.snapshot().owner == session_owner()[0] \
+    job = active if active is not None and active.kind == "distill" and active.snapshot(events=False).owner == session_owner()[0] \
         else None
 run_id = job.run_dir.name if job else wanted
 active = reg.active()

@@ -83,7 +83,7 @@ if tab_manage:
     with tab_manage[0]:
         info = cfg.get("run") or {}
         job = reg.for_run(run.path)
-        busy = job is not None and job.snapshot().active
+        busy = job is not None and job.snapshot(events=False).active
         resume_button(run, reg, key="resume_run")
         notes = st.text_area("Notes", info.get("notes", ""), key="notes_edit", max_chars=2000)
         if st.button("Save notes", key="save_notes"):

@@ -250,11 +250,13 @@ def run_config_from_args(a):
 # Settings --resume may change: they change how long, where and how often, never what is learned.
 RESUME_OVERRIDES = ("outer_steps", "device", "threads", "eval_every", "eval_learners", "eval_precision",
                     "save_every_minutes", "max_minutes", "inner_memory", "recompute_copies", "data_dir")
-# flag dest -> (config section, field) where the names differ
-_DEST_FIELDS = {"real_batch": ("data", "real_batch_size"), "attention_weight": ("distilled", "attention_loss_weight"),
-                "model": ("model", "name"), "no_eval_at_start": ("distill", "eval_at_start"),
-                "no_baselines": ("distill", "baselines"), "no_hub": ("data", "allow_hub"),
-                "text_column": ("data", "text_columns"), "train_file": ("data", "train_file")}
+# the distill flags that are not one preset setting each (SETTING_FLAGS maps those): what each sets
+_OTHER_FLAG_FIELDS = {"lr": [("distill", f) for f in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr")],
+                      "seed": [("distill", "seed"), ("data", "seed")],
+                      "no_eval_at_start": [("distill", "eval_at_start")], "no_baselines": [("distill", "baselines")],
+                      "no_hub": [("data", "allow_hub")], "task": [("data", "task")], "data_dir": [("data", "data_dir")],
+                      "train_file": [("data", "train_file")], "eval_file": [("data", "eval_file")],
+                      "text_column": [("data", "text_columns")], "label_column": [("data", "label_column")]}
 
 
 def explicit_flags(argv: list[str], parser: argparse.ArgumentParser) -> set[str]:
@@ -276,11 +278,7 @@ def resume_config(saved, asked, explicit: set[str]):
                       "distill": asked.distill}
     refused = []
     for dest in sorted(explicit - {"resume", "out", "threads"}):
-        targets = [(sec, f) for sec, obj in sections.items() for f in obj.__dataclass_fields__ if f == dest]
-        if dest in _DEST_FIELDS:
-            targets = [_DEST_FIELDS[dest]]
-        elif dest == "lr":
-            targets = [("distill", f) for f in ("lr_embeds", "lr_labels", "lr_attention", "lr_inner_lr")]
+        targets = _OTHER_FLAG_FIELDS.get(dest) or ([SETTING_FLAGS[dest]] if dest in SETTING_FLAGS else [])
         for sec, f in targets:
             old, new = getattr(sections[sec], f), getattr(asked_sections[sec], f)
             if old == new:

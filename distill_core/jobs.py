@@ -34,7 +34,7 @@ from .event_window import EventWindow
 from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
 __all__ = ["Job", "JobSnapshot", "JobBusy", "JobRegistry", "REGISTRY", "start_distill", "start_evaluate",
-           "start_resume", "stage_uploads", "unique_run_dir", "reserve_run_dir", "write_imported_run",
+           "start_resume", "stage_uploads", "reserve_run_dir", "write_imported_run",
            "ACTIVE", "FINISHED", "job_threads"]
 
 ACTIVE = ("starting", "running")                 # holds the heavy-work slot
@@ -221,8 +221,8 @@ class Job:
         where = f" at step {step}" if kind == "distill" and step else ""
         msg = f"the job process ended without finishing ({how}){where}"
         if kind == "distill":
-            step = RunDir(self.run_dir).resume_step()
-            msg += (f"; Resume continues from its last resume point (step {step})" if step else
+            resume_at = RunDir(self.run_dir).resume_step()
+            msg += (f"; Resume continues from its last resume point (step {resume_at})" if resume_at else
                     "; it had saved no resume point yet, so Resume starts it again")
         return msg + (f". Its last message: {last}" if last else "")
 
@@ -311,10 +311,11 @@ class Job:
         with self._lock:
             return self._snap.pid
 
-    def snapshot(self) -> JobSnapshot:
+    def snapshot(self, events: bool = True) -> JobSnapshot:
+        """A copy of the progress; events=False skips assembling the event list (status checks need none)."""
         with self._lock:
             snap = copy.copy(self._snap)
-            snap.events = self._window.events()   # event dicts are never mutated after emit
+            snap.events = self._window.events() if events else []   # event dicts are never mutated after emit
             snap.log_tail = list(self._stderr)[-5:]
             if snap.status in ACTIVE or snap.status in WAITING:
                 snap.elapsed = time.time() - snap.started
@@ -462,15 +463,6 @@ REGISTRY = JobRegistry()
 
 
 # --- run directories -----------------------------------------------------------------------------
-def unique_run_dir(root: Path, stem: str) -> Path:
-    """`root/stem`, or `root/stem-2`, ...: a name no existing directory has (not reserved; see reserve_run_dir)."""
-    path, n = root / stem, 1
-    while path.exists():
-        n += 1
-        path = root / f"{stem}-{n}"
-    return path
-
-
 def reserve_run_dir(root: Path, stem: str) -> Path:
     """Create and return `root/stem` (or `stem-2`, ...) atomically: two callers in the same second get two."""
     root = Path(root)
@@ -553,7 +545,7 @@ def start_resume(run: RunDir, registry: JobRegistry = REGISTRY, owner: str | Non
 
     run.require()
     busy = registry.for_run(run.path, "distill")
-    if busy is not None and not busy.snapshot().finished:
+    if busy is not None and not busy.snapshot(events=False).finished:
         raise UserError(f"{run.name} is already running or queued")
     cfg = RunConfig.from_dict(run.config())
     cfg.validate()

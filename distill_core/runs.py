@@ -152,13 +152,14 @@ class RunDir:
 
         `evaluation` stays the latest one, which the pages show.
         """
-        key = f"{record.get('checkpoint')}|{record.get('split')}|{record.get('learners')}|seed {record.get('seed')}"
+        def key(r: dict) -> str:
+            return f"{r.get('checkpoint')}|{r.get('split')}|{r.get('learners')}|seed {r.get('seed')}"
+
         results = self.results()
         evaluations = dict(results.get("evaluations") or {})
         if "evaluation" in results and not evaluations:     # from before keyed results: keep it too
-            old = results["evaluation"]
-            evaluations[f"{old.get('checkpoint')}|{old.get('split')}|{old.get('learners')}|seed {old.get('seed')}"] = old
-        evaluations[key] = record
+            evaluations[key(results["evaluation"])] = results["evaluation"]
+        evaluations[key(record)] = record
         return self.update_results(evaluation=record, evaluations=evaluations)
 
     def update_results(self, **entries: Any) -> dict:
