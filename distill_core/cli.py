@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=int, default=1,
                    help="distil this many times, with seeds --seed, --seed+1, ..., into OUT-seedN each; "
                         "evaluate them together with `evaluate OUT-seed0 OUT-seed1 ...`")
-    g.add_argument("--out", help="run directory (default: $DISTILL_RUNS_DIR or runs/, plus a generated name)")
+    g.add_argument("--out", help="run directory: a bare name goes inside the runs directory ($DISTILL_RUNS_DIR or runs/), a path is used as given but never an existing directory holding other files (default: runs directory plus a generated name)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last resume point; flags that do not change the method "
                         f"({', '.join('--' + f.replace('_', '-') for f in RESUME_OVERRIDES)}) apply, others are "
@@ -296,17 +296,19 @@ def resume_config(saved, asked, explicit: set[str]):
 
 def _cmd_distill(a, argv: list[str] | None = None) -> int:
     from .distiller import RunConfig
+    from .paths import cli_out_path
     from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
     _set_threads(a.threads)
     cfg = run_config_from_args(a)
     if a.resume and not a.out:
         raise UserError("--resume needs --out naming the run directory")
+    out = (cli_out_path(a.out, default_runs_dir(), a.resume) if a.out
+           else default_runs_dir() / new_run_name(cfg.data.task or "custom"))
     if a.resume:
-        run = RunDir(Path(a.out)).require()
+        run = RunDir(out).require()
         cfg = resume_config(RunConfig.from_dict(run.config()), cfg, explicit_flags(argv or [], build_parser()))
         write_json(run.config_path, {**run.config(), **cfg.to_dict()})   # the run records what it became
-    out = Path(a.out) if a.out else default_runs_dir() / new_run_name(cfg.data.task or "custom")
     if a.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {a.seeds}")
     if a.seeds > 1 and a.resume:

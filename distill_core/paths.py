@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["run_name_in", "inside_allowed", "allowed_dirs", "cli_run_path", "ALLOWED_DIRS_ENV"]
+__all__ = ["run_name_in", "inside_allowed", "allowed_dirs", "cli_run_path", "cli_out_path", "ALLOWED_DIRS_ENV"]
 
 ALLOWED_DIRS_ENV = "DISTILL_ALLOWED_DIRS"   # os.pathsep-separated directories a served app may read
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -51,10 +51,30 @@ def inside_allowed(path: str, allowed: list[Path], what: str) -> Path:
     raise UserError(f"{what} {path!r} is outside the allowed directories ({', '.join(map(str, allowed))})")
 
 
+def _is_path(arg: str) -> bool:
+    return os.sep in arg or bool(os.altsep and os.altsep in arg) or arg in (".", "..")
+
+
 def cli_run_path(arg: str, roots: list[Path]) -> Path:
-    """A command-line run argument: a path as given (the shell's user chose it), or a bare run name
-    looked up inside `roots` (the runs directory, then the study's runs) with run_name_in's checks."""
-    path = Path(arg)
-    if path.exists() or os.sep in arg or (os.altsep and os.altsep in arg):
-        return path
+    """A command-line run argument: a path (it has a separator) as given, or a bare run name looked
+    up inside `roots` (the runs directory, then the study's runs) with run_name_in's checks.
+
+    A path on the command line is trusted the way `cp` trusts one: the shell's user chose it and the
+    OS checks their rights. Only names, which the CLI itself places, are confined.
+    """
+    if _is_path(arg) or Path(arg).exists():
+        return Path(arg)
     return run_name_in(roots, arg)
+
+
+def cli_out_path(arg: str, runs_root: Path, resume: bool) -> Path:
+    """`--out`: a bare name becomes a run inside the runs root; a path is taken as given, but a new run
+    never writes into an existing directory that holds other things (`--out ~` or `--out /tmp` would
+    otherwise scatter config.json, metrics.jsonl and checkpoints/ among the user's files)."""
+    path = Path(arg) if _is_path(arg) else run_name_in([runs_root], arg)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {arg!r} is a file, not a run directory")
+    if not resume and path.is_dir() and not (path / "config.json").exists() and any(path.iterdir()):
+        raise UserError(f"--out {arg!r} is a directory that holds other files and no run; "
+                        "name a new or empty directory")
+    return path

@@ -195,3 +195,29 @@ def test_a_bare_run_name_on_the_command_line_is_looked_up_inside_the_run_roots(t
     for name in ("x;rm -rf", ".hidden", "a b"):
         with pytest.raises(UserError, match="is not a run name"):
             cli_run_path(name, [tmp_path / "runs"])
+
+
+def test_out_never_scatters_a_run_into_a_directory_that_holds_other_files(tmp_path):
+    from distill_core.paths import cli_out_path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine")
+    runs = tmp_path / "runs"
+    assert cli_out_path("fresh", runs, resume=False) == runs / "fresh"          # a name lands in the runs root
+    assert cli_out_path(str(tmp_path / "new" / "run"), runs, resume=False) == tmp_path / "new" / "run"
+    (tmp_path / "empty").mkdir()
+    assert cli_out_path(str(tmp_path / "empty"), runs, resume=False) == tmp_path / "empty"
+    for arg, message in [(str(home), "holds other files and no run"), (str(tmp_path / "notes.txt"), "is a file"),
+                         (str(home / ".."), "holds other files and no run"), ("../x", None), ("x y", "not a run name")]:
+        if message is None:   # a relative path is a path, not a name: taken as given
+            assert cli_out_path(arg, runs, resume=False) == Path(arg)
+            continue
+        with pytest.raises(UserError, match=message):
+            cli_out_path(arg, runs, resume=False)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    done = _cli("distill", "--task", "demo", "--outer-steps", "1", "--out", str(home))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "holds other files and no run" in done.stderr.splitlines()[-1]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
