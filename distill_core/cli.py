@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--attention-labels", "distilled", "attention_labels", choices=["none", "cls", "all"])
     _setting(g, "--attention-weight", "distilled", "attention_loss_weight", "lambda of L_attn", type=float)
     _setting(g, "--inner-lr-init", "distilled", "inner_lr_init", type=float)
+    _setting(g, "--inner-lr-max", "distilled", "inner_lr_max", "bound the learned inner lr: max * sigmoid(raw) "
+             "instead of the paper's unbounded softplus(raw) (beyond the paper); 0 or None: unbounded", type=float)
+    g.add_argument("--split-inner-lr", action=argparse.BooleanOptionalAction, default=None,
+                   help="T > 1: divide --inner-lr-init and --inner-lr-max by T, so the T steps start with and are "
+                        "bounded by the movement of one step; at one step's lr each, the unrolled hypergradient "
+                        "explodes (beyond the paper, which inits every step alike) "
+                        f"({defaults_text('distilled', 'split_inner_lr')})")
+    SETTING_FLAGS["split_inner_lr"] = ("distilled", "split_inner_lr")
     _setting(g, "--init", "distilled", "init", "random normal (the paper) or word embeddings of real train "
              "examples (beyond the paper)", choices=["random", "real"])
     _setting(g, "--attention-init", "distilled", "attention_init", "attention labels start random N(0,1) (the "
@@ -131,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--lr-embeds", "distill", "lr_embeds", "outer lr of the embeddings", type=float)
     _setting(g, "--lr-labels", "distill", "lr_labels", "outer lr of the labels", type=float)
     _setting(g, "--lr-attention", "distill", "lr_attention", "outer lr of the attention labels", type=float)
-    _setting(g, "--lr-inner-lr", "distill", "lr_inner_lr", "outer lr of the learned inner lr (softplus-parametrised)",
-             type=float)
+    _setting(g, "--lr-inner-lr", "distill", "lr_inner_lr", "outer lr of the learned inner lr's raw parameter "
+             "(0 keeps the inner lr at its init)", type=float)
+    _setting(g, "--meta-batch", "distill", "meta_batch", "K (real batch, head initialisation) draws per outer step, "
+             "their hypergradients averaged before clipping (beyond the paper's K=1; costs K times a step)", type=int)
     _setting(g, "--weight-decay", "distill", "weight_decay", type=float)
     _setting(g, "--warmup-ratio", "distill", "warmup_ratio", type=float)
     _setting(g, "--schedule", "distill", "schedule", "after warm-up: linear decay to 0 (the paper) or constant",

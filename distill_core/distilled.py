@@ -17,7 +17,7 @@ from .errors import UserError
 from .presets import BASE
 from .losses import ATTENTION_MODES
 
-__all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "FORMAT_NAME", "atomic_write_bytes"]
+__all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "lr_to_raw", "FORMAT_NAME", "atomic_write_bytes"]
 
 FORMAT_NAME = "distill-attention-labels/distilled-data"
 FORMAT_VERSION = 1
@@ -33,6 +33,13 @@ def inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y)) if y > 20 else math.log(math.expm1(y))
 
 
+def lr_to_raw(lr: float, top: float | None) -> float:
+    """The raw parameter whose inner lr is `lr`: inverse softplus, or logit(lr / top) when bounded."""
+    if top is None:
+        return inverse_softplus(lr)
+    return math.log(lr / top) - math.log1p(-lr / top)
+
+
 @dataclass
 class DistilledConfig:
     """Shape and kind of the synthetic data (METHOD.md, 'What one distilled sample holds')."""
@@ -45,8 +52,31 @@ class DistilledConfig:
     attention_labels: str = BASE["distilled"]["attention_labels"]  # none | cls | all
     attention_loss_weight: float = BASE["distilled"]["attention_loss_weight"]  # lambda in L_task + lambda * L_attn
     inner_lr_init: float = BASE["distilled"]["inner_lr_init"]
+    # None: softplus(raw), unbounded above (the paper). A number: inner_lr_max * sigmoid(raw), an inner lr
+    # that cannot climb past it however long the outer loop pushes (beyond the paper).
+    inner_lr_max: float | None = BASE["distilled"]["inner_lr_max"]
+    # T > 1: divide inner_lr_init and inner_lr_max by T, so the T steps start with (and are bounded by) the
+    # movement of one step. Beyond the paper (which inits every step alike): T steps at one step's lr run
+    # past the inner loss's stable step size and the unrolled hypergradient explodes (docs/ablation).
+    split_inner_lr: bool = BASE["distilled"]["split_inner_lr"]
     init: str = BASE["distilled"]["init"]  # random (as the paper) | real (embeddings of real examples)
     attention_init: str = BASE["distilled"]["attention_init"]  # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
+
+    def __post_init__(self) -> None:
+        if self.inner_lr_max in (0, 0.0):   # the CLI's and the form's way of saying "unbounded"
+            self.inner_lr_max = None
+
+    @property
+    def step_lr_init(self) -> float:
+        """Each inner step's initial learning rate."""
+        return self.inner_lr_init / self.inner_steps if self.split_inner_lr else self.inner_lr_init
+
+    @property
+    def step_lr_max(self) -> float | None:
+        """Each inner step's bound (None: unbounded softplus)."""
+        if self.inner_lr_max is None:
+            return None
+        return self.inner_lr_max / self.inner_steps if self.split_inner_lr else self.inner_lr_max
 
     def validate(self, max_positions: int | None = None) -> None:
         if self.seq_len < 2:
@@ -71,6 +101,10 @@ class DistilledConfig:
             raise UserError(f"attention_init must be one of {', '.join(ATTENTION_INITS)}, got {self.attention_init!r}")
         if not self.inner_lr_init > 0:
             raise UserError(f"inner_lr_init must be > 0, got {self.inner_lr_init}")
+        if self.inner_lr_max is not None and not (isinstance(self.inner_lr_max, (int, float))
+                                                  and self.inner_lr_init < self.inner_lr_max <= 100):
+            raise UserError(f"inner_lr_max must be above inner_lr_init ({self.inner_lr_init}) and at most 100, "
+                            f"got {self.inner_lr_max!r}")
         if self.attention_loss_weight < 0:
             raise UserError(f"attention_loss_weight must be >= 0, got {self.attention_loss_weight}")
 
@@ -96,7 +130,7 @@ class DistilledData:
       embeds            (N, L, D)  inputs_embeds of each sample
       label_values      (N, C)     one-hot at init; soft -> softmax, unrestricted -> raw
       attention_logits  (N, K, H, L) ("cls") or (N, K, H, L, L) ("all"); softmax = target attention
-      lr_raw            (T,)       softplus(lr_raw[t]) is the inner learning rate of step t
+      lr_raw            (T,)       softplus(lr_raw[t]) (or inner_lr_max * sigmoid) is step t's inner lr
     """
 
     def __init__(self, config: DistilledConfig, num_labels: int, hidden_size: int, num_layers: int,
@@ -124,7 +158,8 @@ class DistilledData:
             self.attention_logits = randn(n, num_layers, num_heads, L, L)
         else:
             self.attention_logits = None
-        self.lr_raw = torch.full((config.inner_steps,), inverse_softplus(config.inner_lr_init), device=device, dtype=dtype)
+        self.lr_raw = torch.full((config.inner_steps,), lr_to_raw(config.step_lr_init, config.step_lr_max),
+                                 device=device, dtype=dtype)
         for t in self.learnable().values():
             t.requires_grad_(True)
 
@@ -162,7 +197,12 @@ class DistilledData:
         return self.label_values  # hard: fixed one-hot; unrestricted: raw values
 
     def inner_lrs(self) -> torch.Tensor:
-        return F.softplus(self.lr_raw)
+        return self.lr_from_raw(self.lr_raw)
+
+    def lr_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """The inner learning rate(s) a raw parameter stands for (softplus, or bounded by inner_lr_max)."""
+        top = self.config.step_lr_max
+        return F.softplus(raw) if top is None else top * torch.sigmoid(raw)
 
     def step_batch(self, t: int, detach: bool = False) -> StepBatch:
         rows = self.step_rows(t)

@@ -24,7 +24,7 @@ from .errors import UserError
 from .presets import BASE
 from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
-from .inner import RECOMPUTE_COPIES, hypergradient
+from .inner import RECOMPUTE_COPIES, HyperResult, hypergradient
 from .learner import Learner, ModelConfig, learner_from_config
 from .runs import RunDir, write_json
 
@@ -47,6 +47,7 @@ class DistillConfig:
     lr_labels: float = BASE["distill"]["lr_labels"]
     lr_attention: float = BASE["distill"]["lr_attention"]
     lr_inner_lr: float = BASE["distill"]["lr_inner_lr"]
+    meta_batch: int = BASE["distill"]["meta_batch"]  # K (real batch, theta_0) draws per outer step, hypergradients averaged
     weight_decay: float = BASE["distill"]["weight_decay"]
     warmup_ratio: float = BASE["distill"]["warmup_ratio"]
     schedule: str = BASE["distill"]["schedule"]  # linear: warm-up then decay to 0 (the paper) | constant: warm-up then flat
@@ -71,6 +72,8 @@ class DistillConfig:
             v = getattr(self, name)
             if not (0 <= v <= 10):
                 raise UserError(f"{name} must be in [0, 10], got {v}")
+        if isinstance(self.meta_batch, bool) or not isinstance(self.meta_batch, int) or not 1 <= self.meta_batch <= 1024:
+            raise UserError(f"meta_batch must be an integer in [1, 1024], got {self.meta_batch!r}")
         if self.schedule not in ("linear", "constant"):
             raise UserError(f"schedule must be linear or constant, got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -424,13 +427,7 @@ class Distiller:
     def train_step(self) -> dict:
         """One outer step; returns the step record (not yet emitted)."""
         t0 = time.perf_counter()
-        learner = self.prep.learner
-        real = [b.to(learner.device) for b in self.batcher.next()]
-        theta0 = learner.fresh_params(self.head_generator)
-        memory = self.config.distill.inner_memory
-        res = hypergradient(learner, theta0, self.distilled, real,
-                            recompute=None if memory == "auto" else memory == "recompute",
-                            copies=self.config.distill.recompute_copies)
+        res = self.meta_hypergradient()
         bad = [n for n, g in res.grads.items() if not torch.isfinite(g).all()]
         if not math.isfinite(res.real_loss) or bad:
             raise FloatingPointError(f"non-finite {'loss' if not bad else 'gradient of ' + ', '.join(bad)} at outer "
@@ -453,6 +450,23 @@ class Distiller:
                 "labels": self.distilled.label_targets().detach().cpu().tolist(),
                 "outer_lr_factor": self._lr_factor(self.scheduler.last_epoch),
                 "seconds": time.perf_counter() - t0, "epoch": self.batcher.epoch}
+
+    def meta_hypergradient(self) -> HyperResult:
+        """The exact hypergradient averaged over meta_batch (real batch, theta_0) draws, in draw order.
+
+        Draws come from the run's own streams one after another, so K draws in one step are the
+        draws K steps of meta-batch 1 would have made; the losses reported are their means.
+        """
+        learner, c = self.prep.learner, self.config.distill
+        total: HyperResult | None = None
+        for _ in range(c.meta_batch):
+            real = [b.to(learner.device) for b in self.batcher.next()]
+            theta0 = learner.fresh_params(self.head_generator)
+            res = hypergradient(learner, theta0, self.distilled, real,
+                                recompute=None if c.inner_memory == "auto" else c.inner_memory == "recompute",
+                                copies=c.recompute_copies)
+            total = res if total is None else total.plus(res)
+        return total.scaled(1.0 / c.meta_batch) if c.meta_batch > 1 else total
 
     def run_loop(self) -> dict:
         """Run until outer_steps, the time budget or a stop request; returns the final summary."""

@@ -327,7 +327,8 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
     dev_batches = eval_batches(learner, encoded_dev, EvalConfig().max_tokens)
     rows, runs = [], []
     for i in range(learners):
-        t0, best, best_step, bad, ran = time.perf_counter(), None, 0, 0, 0
+        t0, cpu0, best, best_step, bad, ran = time.perf_counter(), time.process_time(), None, 0, 0, 0
+        curve = []      # dev score against training time (the time-to-accuracy figure's full-data line)
         for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed + i):
             ran = step
             if step % check_every and step != steps:
@@ -335,6 +336,8 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
             params = {k: v.detach() for k, v in theta.items()}
             score = compute_metrics(predict(learner, params, encoded_dev, batches=dev_batches), dev_labels,
                                     metrics)[primary]
+            curve.append({"step": step, "seconds": round(time.perf_counter() - t0, 1),
+                          "cpu_seconds": round(time.process_time() - cpu0, 1), "dev": score})
             if best is None or score > best[0]:
                 best, best_step, bad = (score, {k: v.clone() for k, v in params.items()}), step, 0
             else:
@@ -343,7 +346,8 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
                     break
         rows.append(compute_metrics(predict(learner, best[1], encoded_eval), eval_labels, metrics))
         runs.append({"best_step": best_step, "steps": ran, "epochs": ran * batch_size / len(encoded_train),
-                     "dev": best[0], "seconds": time.perf_counter() - t0, "stopped_early": ran < steps})
+                     "dev": best[0], "seconds": time.perf_counter() - t0, "stopped_early": ran < steps,
+                     "curve": curve})
         if progress is not None:
             progress(i + 1, learners)
     return {"metrics": summarize(rows), "per_learner": rows, "learners": runs, "selected_on": "dev",

@@ -136,6 +136,21 @@ class HyperResult:
     inner_task_loss: float            # L_task at the last inner step (before its update)
     inner_attention_loss: float | None
 
+    def plus(self, other: "HyperResult") -> "HyperResult":
+        """The sum of two draws' results (gradients added in place into self's tensors)."""
+        for k, g in other.grads.items():
+            self.grads[k].add_(g)
+        attn = (None if self.inner_attention_loss is None or other.inner_attention_loss is None
+                else self.inner_attention_loss + other.inner_attention_loss)
+        return HyperResult(self.real_loss + other.real_loss, self.grads,
+                           self.inner_task_loss + other.inner_task_loss, attn)
+
+    def scaled(self, w: float) -> "HyperResult":
+        for g in self.grads.values():
+            g.mul_(w)
+        return HyperResult(self.real_loss * w, self.grads, self.inner_task_loss * w,
+                           None if self.inner_attention_loss is None else self.inner_attention_loss * w)
+
 
 STORE_LIMIT = 5  # "auto": keep every theta_t up to this T, recompute beyond it
 # Parameter copies the recompute mode keeps besides theta_0 (which aliases the pre-trained weights):
@@ -194,11 +209,11 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         lr_raw = distilled.lr_raw
         # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar, so the eta path needs no parameter-sized graph.
         dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
-        (d_lr,) = torch.autograd.grad(-F.softplus(lr_raw[t]) * dot, [lr_raw])
+        (d_lr,) = torch.autograd.grad(-distilled.lr_from_raw(lr_raw[t]) * dot, [lr_raw])
         if learner.encoder_spec is not None:
             _release_values(g)
         grads["lr"] += d_lr.detach()
-        eta_t = F.softplus(lr_raw[t].detach())
+        eta_t = distilled.lr_from_raw(lr_raw[t].detach())
         # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
         # (one parameter set) is made; the parameter part is needed only for t > 0. The linear
         # weights' part goes into a as it is produced (adjoint_fold), the rest is returned.

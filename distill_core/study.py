@@ -5,8 +5,10 @@
 Layout under `out`:
 - `results/<key>.json`: one finished row (written atomically; a row with a file is skipped on re-run),
 - `grid/<task>.json`: the learning-rate pilot runs of a task and the choice made on validation loss,
-- `runs/<key>/`: the run directory of each distilled row (config, metrics, last checkpoint), which
-  the app's pages open for inspection,
+- `runs/<key>/`, `runs/<key>-seed<k>/`: the run directory of each seed of a distilled row (config,
+  metrics, last checkpoint), which the app's pages open for inspection; while a seed runs it holds its
+  resume point, so an interrupted row continues where it stopped,
+- `results/seeds/<run>.json`: one finished seed (its learners' scores); a row resumes seed by seed,
 - `summary.json`: the list of finished rows, in preset order, rewritten after every row.
 """
 
@@ -303,6 +305,8 @@ class Study:
                 extra["run"] = f"runs/{row.key}"
                 extra["seeds"] = res["seeds"]
         cpu, wall = clock.read()
+        if "cpu_seconds" in res:   # distilled rows: the time behind every seed, in this session or earlier ones
+            cpu = res["cpu_seconds"]
         result = {"key": row.key, "task": row.task, "setting": row.setting, "preset": self.config.run_preset,
                   "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                   "same_data": row.same_data, "metrics": res["metrics"], "cpu_seconds": cpu,
@@ -315,38 +319,80 @@ class Study:
         """`seeds` distillations of the row (runs/<key> for the first seed, runs/<key>-seed<k> after), each scored
         with `learners` learners; the row's metrics pool every learner, `seeds` keeps the across-seed view."""
         from .distiller import Distiller
-        from .evaluation import aggregate_seeds, evaluate_distilled, summarize
+        from .evaluation import aggregate_seeds, summarize
 
         c = self.config
         steps = row.outer_steps or c.outer_steps
-        per_seed, runs = [], []
+        per_seed, runs, cpu = [], [], 0.0
         for k in range(c.seeds):
             run_dir = self.out / "runs" / (row.key if k == 0 else f"{row.key}-seed{k}")
-            if run_dir.exists():  # an interrupted row: its result was never written, so start it again
-                shutil.rmtree(run_dir)
             cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
             cfg.distill.seed = k
             cfg.distill.eval_learners = c.grid_learners   # the run's own end-of-run check is on dev, and cheap
-            d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task))
-            final: dict = {}
-            d.add_callback(lambda e, final=final: final.update(e) if e["type"] == "eval" else None)
-            summary = d.run_loop()
-            if summary["status"] != "done" or not final:
-                raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
-            # the final scoring: all learners on the evaluation split (the run validated on dev)
-            result = evaluate_distilled(d.prep.learner, d.distilled, d.prep.eval, d.prep.task.spec.metrics,
-                                        self.eval_config())
-            per_seed.append(result["per_learner"])
+            part = self.seed_part(self.out, run_dir.name, cfg)
+            if part is None:
+                part = self._distill_seed(row, cfg, run_dir)
+            per_seed.append(part["per_learner"])
             runs.append(run_dir.name)
-            # keep what the pages need: the last checkpoint, not its copies nor the resume state
-            for path in d.run.checkpoints.iterdir():
-                if path.name != "last.safetensors":
-                    path.unlink()
-            d.run.state_path.unlink(missing_ok=True)
+            cpu += part["cpu_seconds"]
         config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234,
                   "distill_seeds": list(range(c.seeds)), "runs": runs}
         pooled = summarize([r for rows in per_seed for r in rows])
-        return {"metrics": pooled, "seeds": aggregate_seeds(per_seed)}, config
+        return {"metrics": pooled, "seeds": aggregate_seeds(per_seed), "cpu_seconds": round(cpu, 1)}, config
+
+    @staticmethod
+    def seed_part(out: Path, name: str, cfg) -> dict | None:
+        """A seed finished earlier (distilled and scored) with this very config, else None."""
+        path = out / "results" / "seeds" / f"{name}.json"
+        if not path.exists():
+            return None
+        part = read_json(path)
+        return part if part.get("config") == cfg.to_dict() else None
+
+    def _distill_seed(self, row: StudyRow, cfg, run_dir: Path) -> dict:
+        """Distil one seed of a row (continuing its run from the last resume point when one is there,
+        with the same config), score it on the evaluation split, and keep the result in results/seeds/."""
+        from .distiller import Distiller, RunConfig
+        from .evaluation import evaluate_distilled
+        from .runs import RunDir
+
+        run = RunDir(run_dir)
+        resume = run.exists() and RunConfig.from_dict(run.config()).to_dict() == cfg.to_dict()
+        if run_dir.exists() and not resume:   # another config (or no config yet): this seed starts afresh
+            shutil.rmtree(run_dir)
+        clock_path = run_dir / "study-clock.json"
+        spent = float(read_json(clock_path).get("cpu_seconds", 0.0)) if resume and clock_path.exists() else 0.0
+        if resume:
+            self.log(f"  {run_dir.name}: continuing from its last resume point")
+        clock = _Clock()
+        d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task), resume=resume)
+
+        def keep_time(e: dict) -> None:   # the CPU time behind each resume point survives a kill
+            if e["type"] == "checkpoint" or (e["type"] == "step" and d._last_commit > clock_mark[0]):
+                clock_mark[0] = d._last_commit
+                write_json(clock_path, {"cpu_seconds": round(spent + clock.read()[0], 1)})
+
+        clock_mark = [d._last_commit]
+        final: dict = {}
+        d.add_callback(keep_time)
+        d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
+        summary = d.run_loop()
+        if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
+            raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
+        # the final scoring: all learners on the evaluation split (the run validated on dev)
+        result = evaluate_distilled(d.prep.learner, d.distilled, d.prep.eval, d.prep.task.spec.metrics,
+                                    self.eval_config())
+        part = {"run": run_dir.name, "config": cfg.to_dict(), "per_learner": result["per_learner"],
+                "metrics": result["metrics"], "cpu_seconds": round(spent + clock.read()[0], 1),
+                "split": d.prep.task.spec.eval_split}
+        write_json(self.out / "results" / "seeds" / f"{run_dir.name}.json", part)
+        # keep what the pages need: the last checkpoint, not its copies nor the resume state
+        for path in d.run.checkpoints.iterdir():
+            if path.name != "last.safetensors":
+                path.unlink()
+        d.run.state_path.unlink(missing_ok=True)
+        clock_path.unlink(missing_ok=True)
+        return part
 
     def run(self) -> list[dict]:
         rows = plan(self.config)

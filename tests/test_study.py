@@ -92,18 +92,23 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
     assert kshot["config"]["lr"] == grid["chosen"]["inner_lr_init"]
 
 
-def test_a_study_resumes_and_redoes_an_interrupted_row(smoke_study):
+def test_a_study_resumes_and_rebuilds_a_row_from_its_finished_seeds(smoke_study):
     out, rows, _ = smoke_study
-    before = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
-    # an interrupted distilled row: the run directory exists, its result file does not
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    # interrupted after its last seed was scored: the seeds are kept, the row's file is missing
     victim = next(r for r in rows if r["setting"] == "SL")
     (out / "results" / f"{victim['key']}.json").unlink()
+    run_metrics = {name: (out / "runs" / name / "metrics.jsonl").stat().st_mtime_ns for name in victim["config"]["runs"]}
     log: list[str] = []
     again = Study(StudyConfig(out=str(out), **TINY), log=log.append).run()
     assert [r["key"] for r in again] == [r["key"] for r in rows]
     assert sum("done earlier, skipped" in line for line in log) == len(rows) - 1
-    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert all(after[name] == mtime for name, mtime in before.items() if name != f"{victim['key']}.json")
+    rebuilt = next(r for r in again if r["key"] == victim["key"])
+    assert rebuilt["metrics"] == victim["metrics"] and rebuilt["seeds"] == victim["seeds"]
+    assert rebuilt["cpu_seconds"] == victim["cpu_seconds"]      # the seeds' own time, not the rebuild's
+    assert {n: (out / "runs" / n / "metrics.jsonl").stat().st_mtime_ns for n in run_metrics} == run_metrics
     assert not any("grid demo" in line for line in log)   # the pilots are not run twice
     # a run of a subset (--only) keeps every finished row in the summary
     subset = Study(StudyConfig(out=str(out), only=("majority",), **TINY), log=log.append).run()
@@ -211,3 +216,50 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
     assert report.startswith("| task | setting | accuracy |") and "CPU time: rows" in report
     assert main(["study", "--out", str(tmp_path), "--report"]) == 2
     assert f"file not found: {tmp_path / 'summary.json'}" in capsys.readouterr().err
+
+
+def test_a_row_killed_mid_seed_continues_from_its_resume_point(tmp_path, monkeypatch):
+    """Seed 1 of a distilled row dies after outer step 3 of 6: the re-run keeps seed 0, continues seed 1
+    from its last resume point, and ends with the distilled data of a study that was never interrupted."""
+    from distill_core import presets
+    from distill_core.distiller import Distiller
+    from safetensors.torch import load_file
+
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    monkeypatch.setitem(presets.PRESETS["cpu"]["distill"], "save_every_minutes", 1e-9)   # a resume point per step
+    tiny = {**TINY, "outer_steps": 6, "seeds": 2, "only": ("demo-sl",)}
+
+    class Killed(Exception):
+        pass
+
+    straight = Study(StudyConfig(out=str(tmp_path / "straight"), **tiny), log=lambda s: None).run()
+    train_step = Distiller.train_step
+
+    def dies(self):
+        if self.config.distill.seed == 1 and self.step == 3:
+            raise Killed()
+        return train_step(self)
+
+    monkeypatch.setattr(Distiller, "train_step", dies)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        Study(StudyConfig(out=str(out), **tiny), log=lambda s: None).run()
+    key = straight[0]["key"]
+    seed0 = out / "results" / "seeds" / f"{key}.json"
+    assert seed0.exists() and not (out / "results" / "seeds" / f"{key}-seed1.json").exists()
+    assert json.loads((out / "runs" / f"{key}-seed1" / "state.json").read_text())["step"] == 3
+    mtime = seed0.stat().st_mtime_ns
+    monkeypatch.setattr(Distiller, "train_step", train_step)
+    log: list[str] = []
+    again = Study(StudyConfig(out=str(out), **tiny), log=log.append).run()
+    assert any(f"{key}-seed1: continuing from its last resume point" in line for line in log)
+    assert seed0.stat().st_mtime_ns == mtime                                 # seed 0 was not distilled again
+    steps = [json.loads(x)["step"] for x in (out / "runs" / f"{key}-seed1" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["type"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    for name in (key, f"{key}-seed1"):
+        a = load_file(str(tmp_path / "straight" / "runs" / name / "checkpoints" / "last.safetensors"))
+        b = load_file(str(out / "runs" / name / "checkpoints" / "last.safetensors"))
+        for t in a:
+            torch.testing.assert_close(b[t], a[t], rtol=1e-5, atol=1e-6)
+    assert again[0]["metrics"] == straight[0]["metrics"]

@@ -22,7 +22,7 @@ __all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_fr
 
 # form section -> settings section of distill_core.presets
 _PRESET_SECTION = {"Data": "data", "Model": "model", "Distilled data": "distilled", "Outer loop and evaluation": "distill"}
-_ZERO_IS_NONE = ("train_rows", "eval_rows", "max_minutes")    # 0 in the form, None in the engine
+_ZERO_IS_NONE = ("train_rows", "eval_rows", "max_minutes", "inner_lr_max")    # 0 in the form, None in the engine
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,12 @@ FIELDS: tuple[Field, ...] = (
     # Both inits go beyond the paper; pick "random" for the paper's setting.
     Field("inner_lr_init", "Initial inner lr", "Distilled data", "float",
           "learned, kept positive by softplus (the paper's reference: 0.01; 0.3 learns much faster here)"),
+    Field("inner_lr_max", "Inner lr bound (0 = none)", "Distilled data", "float",
+          "a bound keeps the learned inner lr below it (max * sigmoid; beyond the paper); 0: softplus, "
+          "unbounded (the paper)", min=0.0),
+    Field("split_inner_lr", "Split the inner lr over T steps", "Distilled data", "bool",
+          "T > 1: each step starts at (and is bounded by) the initial lr and bound divided by T, so T steps move "
+          "the model as far as one; at one step's lr each the unrolled hypergradient explodes (beyond the paper)"),
     Field("init", "Initialisation", "Distilled data", "choice",
           "real: word embeddings of real train examples (beyond the paper, faster); random: normal (the paper)",
           options=("real", "random")),
@@ -93,7 +99,11 @@ FIELDS: tuple[Field, ...] = (
     Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float"),
     Field("lr_labels", "Outer lr: labels", "Outer loop and evaluation", "float"),
     Field("lr_attention", "Outer lr: attention labels", "Outer loop and evaluation", "float"),
-    Field("lr_inner_lr", "Outer lr: inner lr", "Outer loop and evaluation", "float"),
+    Field("lr_inner_lr", "Outer lr: inner lr", "Outer loop and evaluation", "float",
+          "0 keeps the inner lr at its initial value"),
+    Field("meta_batch", "Meta-batch K", "Outer loop and evaluation", "int",
+          "real batches and head initialisations per outer step, hypergradients averaged (beyond the "
+          "paper's 1; each step costs K times as much)", min=1),
     Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float"),
     Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float"),
     Field("schedule", "Outer lr schedule", "Outer loop and evaluation", "choice",
@@ -200,6 +210,6 @@ def values_from_config(config: dict) -> dict[str, Any]:
         for k, val in (config.get(part) or {}).items():
             key = "model" if (part, k) == ("model", "name") else k
             if key in _BY_KEY or key in ("task", "data_dir"):
-                out[key] = (0 if val is None and key in ("train_rows", "eval_rows", "max_minutes") else val)
+                out[key] = (0 if val is None and key in _ZERO_IS_NONE else val)
     return out
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The lever ablation of issue #17 on SST-2 from the cpu preset (SL+AL unless a row says otherwise). Every
+# row of a group does the same work (BUDGET exact hypergradients = outer steps x meta-batch), is chosen on
+# the whole dev split (10 learners) and reported on the validation split (20 learners).
+#   bash bench/ablation.sh [names...]       # rows already in docs/ablation/ are skipped: a re-run resumes
+#   LANES=2 bash bench/ablation.sh          # two rows at a time, one thread each (2 cores, no contention)
+set -u
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+OUT=${OUT:-docs/ablation}
+LANES=${LANES:-1}
+THREADS=${THREADS:-$((2 / LANES))}
+COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-baselines --eval-learners 4
+        --final-learners 20 --dev-learners 10 --json --eval-every 150)
+# name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300)
+declare -A ROWS=(
+  [base]="--outer-steps 1200 --budget-draws 1200"
+  [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
+  [bound1]="--outer-steps 1200 --inner-lr-max 1.0 --budget-draws 1200"
+  [frozen-lr]="--outer-steps 1200 --lr-inner-lr 0 --budget-draws 1200"
+  [slow-lr]="--outer-steps 1200 --lr-inner-lr 0.001 --budget-draws 1200"
+  [linear]="--outer-steps 1200 --schedule linear --budget-draws 1200"
+  [meta4-bound1]="--outer-steps 300 --meta-batch 4 --inner-lr-max 1.0 --eval-every 38 --budget-draws 1200"
+  [seq128]="--outer-steps 1200 --seq-len 128 --budget-draws 1200"
+  [seq256]="--outer-steps 1200 --seq-len 256 --budget-draws 1200"
+  [outer-lr-3e-2]="--outer-steps 1200 --lr 0.03 --budget-draws 1200"
+  [outer-lr-3e-3]="--outer-steps 1200 --lr 0.003 --budget-draws 1200"
+  [hl-al]="--outer-steps 1200 --label-type hard --budget-draws 1200"
+  [ms-1x1]="--outer-steps 600 --budget-draws 600"
+  [ms-1x3-same]="--outer-steps 600 --inner-steps 3 --no-split-inner-lr --budget-draws 600"
+  [ms-1x3-same-split]="--outer-steps 600 --inner-steps 3 --split-inner-lr --budget-draws 600"
+  [ms-3x3-diff]="--outer-steps 600 --samples-per-class 3 --inner-steps 3 --different-data-per-step --no-split-inner-lr --budget-draws 600"
+  [ms-3x3-diff-split]="--outer-steps 600 --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --budget-draws 600"
+  [ms-10x10-diff-split]="--outer-steps 300 --samples-per-class 10 --inner-steps 10 --different-data-per-step --split-inner-lr --eval-every 75 --budget-draws 300"
+)
+ORDER=(base meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split ms-3x3-diff-split seq256
+       outer-lr-3e-2 hl-al linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr ms-10x10-diff-split)
+[ $# -gt 0 ] && ORDER=("$@")
+
+run_row() {
+  local name=$1
+  [ -f "$OUT/$name.json" ] && { echo "skip $name (done)"; return; }
+  mkdir -p "$OUT/.claims"
+  mkdir "$OUT/.claims/$name" 2>/dev/null || return 0    # another lane has it
+  echo "$(date -u +%H:%M:%S) start $name: ${ROWS[$name]}"
+  # shellcheck disable=SC2086
+  python bench/time_to_accuracy.py "${COMMON[@]}" ${ROWS[$name]} --out "$OUT/$name.json" \
+    > "/tmp/ablation-$name.log" 2>&1 || echo "FAILED $name (see /tmp/ablation-$name.log)"
+  rmdir "$OUT/.claims/$name"
+  echo "$(date -u +%H:%M:%S) end $name"
+}
+
+lane() { for name in "${ORDER[@]}"; do run_row "$name"; done; }
+rm -rf "$OUT/.claims"     # claims of an earlier, killed runner
+for _ in $(seq "$LANES"); do lane & sleep 2; done
+wait
