@@ -225,6 +225,8 @@ class Distiller:
         self.prep = prepared or prepare(config)
         self.distilled = _new_distilled(config, self.prep)
         self.step = 0
+        self._cpu_before = 0.0      # process CPU seconds of earlier sessions of this run (restored on resume)
+        self._cpu_mark: float | None = None
         self._last_commit = time.perf_counter()
         self.best: dict | None = None
         self.last_eval_step: int | None = None
@@ -271,6 +273,13 @@ class Distiller:
             return 1.0
         return max(0.0, (total - step) / max(1, total - warm))
 
+    @property
+    def cpu_seconds(self) -> float:
+        """Process CPU seconds (all threads) spent on this run: training and its periodic validation,
+        across resumes; the work lost to a kill after the last resume point is not counted."""
+        now = 0.0 if self._cpu_mark is None else time.process_time() - self._cpu_mark
+        return self._cpu_before + now
+
     # --- events ----------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
         event.setdefault("time", time.time())
@@ -306,7 +315,7 @@ class Distiller:
             self.best = {"step": self.step, "score": score, "metric": metric, "metrics": result["metrics"]}
         self.last_eval_step = self.step
         self.emit({"type": "eval", "step": self.step, "metrics": result["metrics"], "split": self.prep.selection_name,
-                   "seconds": time.perf_counter() - t0, "best": improved})
+                   "seconds": time.perf_counter() - t0, "best": improved, "cpu_seconds": round(self.cpu_seconds, 2)})
         if self.run is not None:
             self.distilled.meta["step"] = self.step
             self.distilled.save(self.run.checkpoint(f"step-{self.step:06d}"))
@@ -336,6 +345,7 @@ class Distiller:
                     tensors[f"{OPT_PREFIX}{group['name']}.{key}"] = val.detach().to("cpu").contiguous().reshape(val.shape)
             groups.append(group["name"])
         state = {"step": self.step, "best": self.best, "last_eval_step": self.last_eval_step, "groups": groups,
+                 "cpu_seconds": self.cpu_seconds,
                  "batcher": self.batcher.state(),
                  "head_generator": self.head_generator.get_state().tolist(),
                  "scheduler": self.scheduler.state_dict(), "saved_at": time.time()}
@@ -381,6 +391,7 @@ class Distiller:
         self.step = int(state["step"])
         self.best = state.get("best")
         self.last_eval_step = state.get("last_eval_step")   # a finished final evaluation is not repeated
+        self._cpu_before = float(state.get("cpu_seconds") or 0.0)
         self._truncate_metrics(self.step)
 
     def _legacy_resume_point(self):
@@ -472,6 +483,8 @@ class Distiller:
         """Run until outer_steps, the time budget or a stop request; returns the final summary."""
         c = self.config.distill
         started = time.perf_counter()
+        if self._cpu_mark is None:
+            self._cpu_mark = time.process_time()
         torch.manual_seed(c.seed)
         self.emit({"type": "start", "step": self.step, "outer_steps": c.outer_steps,
                    "task": self.prep.task.spec.name, "demo": self.prep.task.is_demo,
@@ -495,6 +508,7 @@ class Distiller:
                     break
                 record = self.train_step()
                 record["elapsed"] = time.perf_counter() - started
+                record["cpu_seconds"] = round(self.cpu_seconds, 2)
                 self.emit(record)
                 if c.eval_every and self.step % c.eval_every == 0 and self.step < c.outer_steps:
                     self._eval_and_checkpoint()
@@ -509,7 +523,7 @@ class Distiller:
             self.emit({"type": "error", "step": self.step, "message": str(exc)})
             return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
         summary = {"status": status, "step": self.step, "best": self.best,
-                   "elapsed": time.perf_counter() - started}
+                   "elapsed": time.perf_counter() - started, "cpu_seconds": round(self.cpu_seconds, 1)}
         if self.run is not None:
             self.run.update_results(distillation=summary)
         self.emit({"type": status, **{k: v for k, v in summary.items() if k != "status"}})

@@ -125,6 +125,8 @@ class StudyConfig:
     full_lr: float = 5e-5
     seeds: int = 3                      # distillations per distilled row (the paper's protocol has one)
     kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
+    curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1", "sst2-sl-al-1x1")   # validated on dev along the way
+    curve_points: int = 12              # dev validations of a curve row (the time-to-accuracy figure)
     only: tuple[str, ...] = ()          # keep rows whose key contains one of these
     threads: int | None = None
     device: str = "auto"
@@ -329,6 +331,8 @@ class Study:
             cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
             cfg.distill.seed = k
             cfg.distill.eval_learners = c.grid_learners   # the run's own end-of-run check is on dev, and cheap
+            if row.key in c.curve_rows:
+                cfg.distill.eval_every = max(1, steps // c.curve_points)
             part = self.seed_part(self.out, run_dir.name, cfg)
             if part is None:
                 part = self._distill_seed(row, cfg, run_dir)
@@ -360,30 +364,21 @@ class Study:
         resume = run.exists() and RunConfig.from_dict(run.config()).to_dict() == cfg.to_dict()
         if run_dir.exists() and not resume:   # another config (or no config yet): this seed starts afresh
             shutil.rmtree(run_dir)
-        clock_path = run_dir / "study-clock.json"
-        spent = float(read_json(clock_path).get("cpu_seconds", 0.0)) if resume and clock_path.exists() else 0.0
         if resume:
             self.log(f"  {run_dir.name}: continuing from its last resume point")
-        clock = _Clock()
         d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task), resume=resume)
-
-        def keep_time(e: dict) -> None:   # the CPU time behind each resume point survives a kill
-            if e["type"] == "checkpoint" or (e["type"] == "step" and d._last_commit > clock_mark[0]):
-                clock_mark[0] = d._last_commit
-                write_json(clock_path, {"cpu_seconds": round(spent + clock.read()[0], 1)})
-
-        clock_mark = [d._last_commit]
         final: dict = {}
-        d.add_callback(keep_time)
         d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
         summary = d.run_loop()
+        scoring = _Clock()
         if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
         # the final scoring: all learners on the evaluation split (the run validated on dev)
         result = evaluate_distilled(d.prep.learner, d.distilled, d.prep.eval, d.prep.task.spec.metrics,
                                     self.eval_config())
         part = {"run": run_dir.name, "config": cfg.to_dict(), "per_learner": result["per_learner"],
-                "metrics": result["metrics"], "cpu_seconds": round(spent + clock.read()[0], 1),
+                "metrics": result["metrics"], "distill_cpu_seconds": round(d.cpu_seconds, 1),
+                "cpu_seconds": round(d.cpu_seconds + scoring.read()[0], 1),
                 "split": d.prep.task.spec.eval_split}
         write_json(self.out / "results" / "seeds" / f"{run_dir.name}.json", part)
         # keep what the pages need: the last checkpoint, not its copies nor the resume state
@@ -391,7 +386,6 @@ class Study:
             if path.name != "last.safetensors":
                 path.unlink()
         d.run.state_path.unlink(missing_ok=True)
-        clock_path.unlink(missing_ok=True)
         return part
 
     def run(self) -> list[dict]:

@@ -70,8 +70,10 @@ def test_resume_continues_exactly(tmp_path, demo_prepared):
     assert resumed.run_loop()["status"] == "done"
     for name, t in straight.distilled.learnable().items():
         torch.testing.assert_close(resumed.distilled.learnable()[name], t, rtol=1e-5, atol=1e-6)
-    steps = [r["step"] for r in RunDir(tmp_path / "b").metrics() if r["type"] == "step"]
-    assert steps == [1, 2, 3, 4]
+    records = [r for r in RunDir(tmp_path / "b").metrics() if r["type"] == "step"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    cpu = [r["cpu_seconds"] for r in records]   # CPU time carries over the resume instead of starting again
+    assert all(b > a for a, b in zip(cpu, cpu[1:])), cpu
 
 
 def test_run_directory_contents(tmp_path, demo_prepared):
