@@ -3,7 +3,7 @@
 import streamlit as st
 
 from distill_core.errors import UserError
-from distill_core.study import load_summary
+from distill_core.study import load_summary, time_to_accuracy
 from distill_core.views import results as views
 from app_pages._shared import PAGES, export_buttons, show_error, study_dir
 
@@ -44,6 +44,23 @@ for task in tasks:
             fig = views.results_figure(rows, task, metric)
             st.plotly_chart(fig, key=f"bars_{task}_{metric}")
             export_buttons(fig, f"results-{task}-{metric}", f"exp_{task}_{metric}")
+
+st.subheader("Time to accuracy")
+st.caption("Dev score of the distilled rows validated along the way, against the CPU minutes their runs had "
+           "spent (process time, all threads, periodic validation included), with a band of ± one std over "
+           "the seeds; the dashed line is ordinary fine-tuning of the same model on all of the train split "
+           "(its learners' dev checks).")
+curves = time_to_accuracy(study_dir(), rows)
+shown = 0
+for task in tasks:
+    fig = views.time_to_accuracy_figure(curves, task)
+    if fig is not None:
+        st.plotly_chart(fig, key=f"tta_{task}")
+        export_buttons(fig, f"time-to-accuracy-{task}", f"exp_tta_{task}")
+        shown += 1
+if not shown:
+    st.info("This study has no dev curves yet: rows run before curves were recorded, or none of its rows is a "
+            "curve row (`StudyConfig.curve_rows`).")
 
 st.subheader("Open a row's run")
 st.caption("Distilled rows keep their run (config, training curves, last checkpoint): inspect what was learned.")

@@ -27,7 +27,7 @@ from .errors import UserError
 from .machine import machine_info
 from .runs import read_json, write_json
 
-__all__ = ["StudyRow", "StudyConfig", "PRESETS", "plan", "run_study", "load_summary"]
+__all__ = ["StudyRow", "StudyConfig", "PRESETS", "plan", "run_study", "load_summary", "time_to_accuracy"]
 
 SETTINGS = {  # setting name -> (label type, attention labels), as in the paper's tables
     "HL": ("hard", "none"), "SL": ("soft", "none"), "HL+AL": ("hard", "cls"), "SL+AL": ("soft", "cls")}
@@ -410,6 +410,52 @@ class Study:
         finished = [read_json(self.result_path(r)) for r in everything if self.result_path(r).exists()]
         write_json(self.out / "summary.json", finished)
         return finished
+
+
+def _band(points: list[list[tuple[float, float, float]]]) -> dict:
+    """Mean CPU minutes, mean and std of the score at each position present in at least one curve."""
+    import numpy as np
+
+    keys = sorted({k for curve in points for k, _, _ in curve})
+    out = {"step": [], "cpu_minutes": [], "mean": [], "std": [], "n": []}
+    for key in keys:
+        at = [(x, y) for curve in points for k, x, y in curve if k == key]
+        out["step"].append(key)
+        out["cpu_minutes"].append(round(float(np.mean([x for x, _ in at])) / 60, 3))
+        out["mean"].append(float(np.mean([y for _, y in at])))
+        out["std"].append(float(np.std([y for _, y in at])))
+        out["n"].append(len(at))
+    return out
+
+
+def time_to_accuracy(out: str | os.PathLike, rows: list[dict] | None = None) -> dict:
+    """Dev score against CPU minutes for the study's curve rows (a band over their seeds) and the
+    full-data row (a band over its learners), from the runs' own logs; rows without a curve are left out."""
+    out = Path(out)
+    rows = load_summary(out / "summary.json") if rows is None else rows
+    series = []
+    for r in rows:
+        runs = (r.get("config") or {}).get("runs") or []
+        if r.get("setting") == "full":
+            curves = [[(c["step"], c["cpu_seconds"], c["dev"]) for c in learner.get("curve", [])]
+                      for learner in (r.get("config") or {}).get("per_learner") or []]
+            kind = "full data"
+        elif runs:
+            curves = []
+            for name in runs:
+                path = out / "runs" / name / "metrics.jsonl"
+                events = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+                metric = next((e.get("primary_metric") for e in events if e.get("type") == "start"), "accuracy")
+                curves.append([(e["step"], e["cpu_seconds"], e["metrics"][metric]["mean"]) for e in events
+                               if e.get("type") == "eval" and "cpu_seconds" in e and e.get("split") == "dev"])
+            kind = "distilled"
+        else:
+            continue
+        curves = [c for c in curves if len(c) >= 2]
+        if curves:
+            series.append({"key": r["key"], "task": r["task"], "setting": r["setting"], "kind": kind,
+                           "curves": len(curves), **_band(curves)})
+    return {"split": "dev", "series": series}
 
 
 def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> list[dict]:

@@ -13,7 +13,8 @@ from distill_core.study import PRESETS, Study, StudyConfig, StudyRow, load_summa
 from distill_core.views import results as views
 
 TINY = dict(preset="smoke", learners=2, outer_steps=2, grid_steps=1, grid_learners=1, grid_outer_lr=(0.01,),
-            grid_inner_lr_init=(0.1, 0.3), full_steps=2, seq_len=8, max_length=32, threads=None, device="cpu")
+            grid_inner_lr_init=(0.1, 0.3), full_steps=2, seq_len=8, max_length=32, threads=None, device="cpu",
+            curve_rows=("demo-hl-al-1x1",))
 
 
 def test_the_paper_preset_covers_the_issue():
@@ -114,6 +115,27 @@ def test_a_study_resumes_and_rebuilds_a_row_from_its_finished_seeds(smoke_study)
     subset = Study(StudyConfig(out=str(out), only=("majority",), **TINY), log=log.append).run()
     assert [r["key"] for r in subset] == [r["key"] for r in rows]
     assert [r["key"] for r in load_summary(out / "summary.json")] == [r["key"] for r in rows]
+
+
+def test_curve_rows_give_a_time_to_accuracy_band_over_their_seeds(smoke_study):
+    from distill_core.study import time_to_accuracy
+
+    out, rows, _ = smoke_study
+    data = time_to_accuracy(out)
+    (series,) = data["series"]          # the one curve row; the fixed-step full row records no curve
+    assert series["key"] == "demo-hl-al-1x1" and series["curves"] == 3 and data["split"] == "dev"
+    assert series["step"] == [1, 2]                        # eval_every = max(1, 2 // 12), and the final one
+    runs = [out / "runs" / n / "metrics.jsonl" for n in rows[1]["config"]["runs"]]
+    at_two = [next(e for e in map(json.loads, p.read_text().splitlines()) if e["type"] == "eval" and e["step"] == 2)
+              for p in runs]
+    scores = [e["metrics"]["accuracy"]["mean"] for e in at_two]
+    assert series["mean"][1] == pytest.approx(sum(scores) / 3)
+    assert series["std"][1] == pytest.approx(float(torch.tensor(scores, dtype=torch.float64).std(unbiased=False)))
+    assert series["cpu_minutes"][1] == pytest.approx(sum(e["cpu_seconds"] for e in at_two) / 3 / 60, abs=1e-3)
+    assert series["cpu_minutes"][0] < series["cpu_minutes"][1]
+    fig = views.time_to_accuracy_figure(data, "demo")
+    assert fig is not None and views.time_to_accuracy_figure(data, "sst2") is None
+    assert fig.data[1].y == tuple(series["mean"])
 
 
 def test_load_summary_names_the_file_and_the_row(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["PAPER", "PAPER_METRIC", "glue_score", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table"]
+__all__ = ["PAPER", "PAPER_METRIC", "glue_score", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
+           "time_to_accuracy_figure"]
 
 # METHOD.md "Published results" (BERT-base-uncased, mean over 100 fine-tunings; accuracy %, but MRPC's
 # column is the GLUE score, the mean of accuracy and F1: its majority row 74.8 = (68.4 + 81.2) / 2);
@@ -110,3 +111,30 @@ def markdown_table(rows: list[dict]) -> str:
     sep = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join("" if v is None else str(v) for v in line) + " |" for line in frame.itertuples(index=False)]
     return "\n".join([head, sep, *body])
+
+
+def time_to_accuracy_figure(data: dict, task: str) -> go.Figure | None:
+    """Dev score against CPU minutes: one line and mean +- std band per curve row of `task` (its seeds,
+    or the full-data row's learners); None when the study has no curve for the task."""
+    series = [s for s in data.get("series", []) if s["task"] == task]
+    if not series:
+        return None
+    colours = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756"]
+    fig = go.Figure()
+    for i, s in enumerate(series):
+        colour = "#7F7F7F" if s["kind"] == "full data" else colours[i % len(colours)]
+        name = f"{s['setting']} ({s['curves']} {'learners' if s['kind'] == 'full data' else 'seeds'})"
+        upper = [m + d for m, d in zip(s["mean"], s["std"])]
+        lower = [m - d for m, d in zip(s["mean"], s["std"])]
+        fig.add_trace(go.Scatter(x=s["cpu_minutes"] + s["cpu_minutes"][::-1], y=upper + lower[::-1], fill="toself",
+                                 mode="lines", line={"width": 0}, fillcolor=colour, opacity=0.18,
+                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=s["cpu_minutes"], y=s["mean"], mode="lines+markers", name=name,
+                                 line={"color": colour, "dash": "dash" if s["kind"] == "full data" else "solid"},
+                                 customdata=list(zip(s["step"], s["std"], s["n"])),
+                                 hovertemplate="%{x:.1f} CPU min, step %{customdata[0]}: %{y:.1f} ± "
+                                               "%{customdata[1]:.1f} (n=%{customdata[2]})<extra></extra>"))
+    fig.update_layout(title=f"{task}: time to accuracy (dev split, mean ± std)", xaxis_title="CPU minutes",
+                      yaxis_title="dev score % (the task's primary metric)", height=400,
+                      margin={"t": 50, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    return fig
