@@ -311,14 +311,22 @@ def _cmd_distill(a, argv: list[str] | None = None) -> int:
 
     _set_threads(a.threads)
     cfg = run_config_from_args(a)
+    world, cfg.model.device = _join_world(cfg.model.device)
     if a.resume and not a.out:
         raise UserError("--resume needs --out naming the run directory")
-    out = (cli_out_path(a.out, default_runs_dir(), a.resume) if a.out
-           else default_runs_dir() / new_run_name(cfg.data.task or "custom"))
+    if not a.out:
+        from .parallel import gather_json
+
+        out = Path(gather_json(str(default_runs_dir() / new_run_name(cfg.data.task or "custom")))[0])  # rank 0's
+    elif world.is_writer:
+        out = cli_out_path(a.out, default_runs_dir(), a.resume)
+    else:   # rank 0 checks --out (and creates it); another rank checking it could see rank 0's temporary files
+        out = Path(a.out) if "/" in a.out else default_runs_dir() / a.out
     if a.resume:
         run = RunDir(out).require()
         cfg = resume_config(RunConfig.from_dict(run.config()), cfg, explicit_flags(argv or [], build_parser()))
-        write_json(run.config_path, {**run.config(), **cfg.to_dict()})   # the run records what it became
+        if world.is_writer:
+            write_json(run.config_path, {**run.config(), **cfg.to_dict()})   # the run records what it became
     if a.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {a.seeds}")
     if a.seeds > 1 and a.resume:
@@ -342,8 +350,9 @@ def _distill_one(cfg, out: Path, resume: bool) -> int:
     from .distiller import Distiller
 
     distiller = Distiller(cfg, run_dir=out, resume=resume)
+    writer = distiller.world.is_writer    # data-parallel: rank 0 alone reports
     bar = tqdm(total=cfg.distill.outer_steps, initial=distiller.step, desc="distill", unit="step",
-               file=sys.stderr, dynamic_ncols=True)
+               file=sys.stderr, dynamic_ncols=True, disable=not writer)
     metric = distiller.prep.task.spec.primary_metric
     last_acc = {}
 
@@ -373,6 +382,8 @@ def _distill_one(cfg, out: Path, resume: bool) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (bar.write("SIGTERM: stopping after this step"), distiller.stop()))
     summary = distiller.run_loop()
     bar.close()
+    if not writer:
+        return 1 if summary["status"] == "error" else 0
     if distiller.prep.task.is_demo:
         print("note: this run used the built-in demo dataset; its numbers say nothing about real benchmarks",
               file=sys.stderr)
@@ -427,16 +438,27 @@ def _load_bare_file(path: Path, data_dir: str | None, device: str, eval_rows: in
     return None, cfg, prep, distilled
 
 
+def _join_world(device: str):
+    """The data-parallel ranks torchrun/srun started (a world of one otherwise) and this rank's device."""
+    from .parallel import init_world, rank_device
+
+    world = init_world(device)
+    return world, rank_device(device, world)
+
+
 def _cmd_evaluate(a) -> int:
     from .evaluation import aggregate_seeds
 
     _set_threads(a.threads)
+    world, a.device = _join_world(a.device)
+    a.world = world
+    say = print if world.is_writer else (lambda *_, **__: None)
     if len(a.run) == 1:
-        print(json.dumps(_evaluate_one(a, a.run[0])["metrics"]))
+        say(json.dumps(_evaluate_one(a, a.run[0])["metrics"]))
         return 0
     results = [_evaluate_one(a, r) for r in a.run]
     aggregate = aggregate_seeds([r["per_learner"] for r in results])
-    print(json.dumps({"runs": a.run, "per_run": [r["metrics"] for r in results], "across_seeds": aggregate}))
+    say(json.dumps({"runs": a.run, "per_run": [r["metrics"] for r in results], "across_seeds": aggregate}))
     return 0
 
 
@@ -460,12 +482,15 @@ def _evaluate_one(a, run_arg: str) -> dict:
         encoded = prep.eval
     else:
         raise UserError(f"--split must be dev or {eval_name}, got {split!r}")
-    bar = tqdm(total=a.learners, desc="evaluate", unit="learner", file=sys.stderr, dynamic_ncols=True)
+    world = getattr(a, "world", None)
+    writer = world is None or world.is_writer
+    bar = tqdm(total=len(range(0, a.learners, world.size if world else 1)), desc="evaluate", unit="learner",
+               file=sys.stderr, dynamic_ncols=True, disable=not writer)
     result = evaluate_distilled(prep.learner, distilled, encoded, prep.task.spec.metrics,
                                 EvalConfig(learners=a.learners, seed=a.seed, precision=a.precision),
-                                progress=lambda done, total: bar.update(1))
+                                progress=lambda done, total: bar.update(1), world=world)
     bar.close()
-    if run is not None:
+    if run is not None and writer:
         run.add_evaluation({"checkpoint": a.checkpoint, "learners": a.learners, "seed": a.seed,
                             "precision": a.precision, "eval_rows": len(encoded), "split": split,
                             "metrics": result["metrics"], "per_learner": result["per_learner"],

@@ -25,12 +25,15 @@ from .presets import BASE
 from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
 from .inner import RECOMPUTE_COPIES, HyperResult, hypergradient
+from .parallel import RanksDiverged, World, any_across, check_in_sync, current_world, sum_across
 from .learner import Learner, ModelConfig, learner_from_config
 from .runs import RunDir, write_json
 
 __all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare", "OPT_PREFIX"]
 
 VALIDATION_SEED = 900_000   # head seeds of periodic validation: far from any final evaluation's (1234 + i)
+STREAM_STRIDE = 1_000_003   # draw stream j seeds its batches with seed + STREAM_STRIDE * j (and + 1 its heads)
+SYNC_EVERY = 10             # data-parallel runs compare the ranks' distilled data this often (outer steps)
 OPT_PREFIX = "optimizer."   # resume file: optimizer state tensors are stored as optimizer.<part>.<key>
 
 Event = dict
@@ -180,6 +183,23 @@ def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | 
     return Prepared(task, learner, train, evaluation, dev)
 
 
+def _sum_over_ranks(res: HyperResult) -> HyperResult:
+    """The sum of every rank's summed draws: one all-reduce of the gradients and the three losses."""
+    names = sorted(res.grads)
+    device = res.grads[names[0]].device
+    losses = [res.real_loss, res.inner_task_loss, res.inner_attention_loss or 0.0]
+    flat = torch.cat([res.grads[n].reshape(-1) for n in names]
+                     + [torch.tensor(losses, dtype=res.grads[names[0]].dtype, device=device)])
+    sum_across(flat)
+    out, at = {}, 0
+    for n in names:
+        size = res.grads[n].numel()
+        out[n] = flat[at: at + size].view_as(res.grads[n])
+        at += size
+    real, task, attn = flat[at:].tolist()
+    return HyperResult(real, out, task, None if res.inner_attention_loss is None else attn)
+
+
 def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     learner, task = prep.learner, prep.task
     gen = torch.Generator().manual_seed(config.distill.seed)
@@ -215,10 +235,13 @@ class Distiller:
     """Runs the outer loop of METHOD.md and reports through callbacks."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, prepared: Prepared | None = None,
-                 callbacks: list[Callback] | None = None, resume: bool = False, run_info: dict | None = None):
-        """run_info: what the user said about a new run (name, notes, who started it), kept in config.json."""
+                 callbacks: list[Callback] | None = None, resume: bool = False, run_info: dict | None = None,
+                 world: World | None = None):
+        """run_info: what the user said about a new run (name, notes, who started it), kept in config.json.
+        world: the data-parallel ranks (default: the process group this process joined, else one)."""
         config.validate()
         self.config = config
+        self.world = world or current_world()
         self.run = RunDir(Path(run_dir)) if run_dir is not None else None
         self.callbacks: list[Callback] = list(callbacks or [])
         self.stop_event = threading.Event()
@@ -230,15 +253,16 @@ class Distiller:
         self._last_commit = time.perf_counter()
         self.best: dict | None = None
         self.last_eval_step: int | None = None
-        self.head_generator = torch.Generator().manual_seed(config.distill.seed + 1)
-        self.batcher = RealBatcher(self.prep.train, config.data.real_batch_size, seed=config.distill.seed,
-                                   pad_id=self.prep.learner.tokenizer.pad_token_id or 0,
-                                   packing=self.prep.learner.supports_packing)
+        self.streams = [self._stream(j) for j in range(config.distill.meta_batch * self.world.size)]
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if self.run is not None:
             if resume:
                 self._resume()
+                if not self.world.is_writer:
+                    self.run = None     # rank 0 alone writes the run; the others only read its resume point
+            elif not self.world.is_writer:
+                self.run = None
             else:
                 if self.run.exists():
                     raise UserError(f"run directory {self.run.path} already holds a run; "
@@ -246,9 +270,28 @@ class Distiller:
                 self.run.path.mkdir(parents=True, exist_ok=True)
                 write_json(self.run.config_path, {**config.to_dict(), "task_source": self.prep.task.source,
                                                   "demo": self.prep.task.is_demo,
+                                                  "draws_per_step": len(self.streams),
+                                                  "world_size": self.world.size,
                                                   **({"run": dict(run_info)} if run_info else {})})
 
     # --- setup -----------------------------------------------------------------------------
+    def _stream(self, j: int) -> tuple[RealBatcher, torch.Generator]:
+        """Draw stream j: its own real batches and head initialisations. Stream 0 is the run's own
+        (seeds `seed` and `seed + 1`, as before streams existed), so meta-batch 1 runs are unchanged."""
+        seed = self.config.distill.seed + STREAM_STRIDE * j
+        batcher = RealBatcher(self.prep.train, self.config.data.real_batch_size, seed=seed,
+                              pad_id=self.prep.learner.tokenizer.pad_token_id or 0,
+                              packing=self.prep.learner.supports_packing)
+        return batcher, torch.Generator().manual_seed(seed + 1)
+
+    @property
+    def batcher(self) -> RealBatcher:
+        return self.streams[0][0]
+
+    @property
+    def head_generator(self) -> torch.Generator:
+        return self.streams[0][1]
+
     def add_callback(self, fn: Callback) -> None:
         self.callbacks.append(fn)
 
@@ -348,6 +391,8 @@ class Distiller:
                  "cpu_seconds": self.cpu_seconds,
                  "batcher": self.batcher.state(),
                  "head_generator": self.head_generator.get_state().tolist(),
+                 "streams": [{"batcher": b.state(), "head_generator": g.get_state().tolist()}
+                             for b, g in self.streams[1:]],
                  "scheduler": self.scheduler.state_dict(), "saved_at": time.time()}
         meta = {**self.distilled.metadata(), "resume_state": json.dumps(state)}
         atomic_write_bytes(self.run.resume_path, save(tensors, metadata=meta))   # the commit
@@ -386,8 +431,17 @@ class Distiller:
         self.scheduler.load_state_dict(state["scheduler"])
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = lr  # load_state_dict restores the schedule's position, not the groups' current lr
-        self.batcher.load_state(state["batcher"])
-        self.head_generator.set_state(torch.tensor(state["head_generator"], dtype=torch.uint8))
+        saved = [{"batcher": state["batcher"], "head_generator": state["head_generator"]}, *state.get("streams", [])]
+        if len(saved) != len(self.streams):
+            # another number of ranks: the run keeps its draws per step, each rank takes its share
+            if len(saved) % self.world.size:
+                raise UserError(f"{self.run.path} draws {len(saved)} (real batch, theta_0) per outer step; "
+                                f"{self.world.size} ranks cannot split them evenly")
+            self.config.distill.meta_batch = len(saved) // self.world.size
+            self.streams = [self._stream(j) for j in range(len(saved))]
+        for (batcher, gen), st in zip(self.streams, saved):
+            batcher.load_state(st["batcher"])
+            gen.set_state(torch.tensor(st["head_generator"], dtype=torch.uint8))
         self.step = int(state["step"])
         self.best = state.get("best")
         self.last_eval_step = state.get("last_eval_step")   # a finished final evaluation is not repeated
@@ -463,21 +517,29 @@ class Distiller:
                 "seconds": time.perf_counter() - t0, "epoch": self.batcher.epoch}
 
     def meta_hypergradient(self) -> HyperResult:
-        """The exact hypergradient averaged over meta_batch (real batch, theta_0) draws, in draw order.
+        """The exact hypergradient averaged over the step's draws (real batch, theta_0), one per stream.
 
-        Draws come from the run's own streams one after another, so K draws in one step are the
-        draws K steps of meta-batch 1 would have made; the losses reported are their means.
+        This rank computes streams rank*K .. rank*K+K-1 (K = meta_batch) and the ranks sum theirs with
+        one all-reduce, so N ranks x meta-batch K equal one process with meta-batch K x N. The losses
+        reported are the draws' means.
         """
         learner, c = self.prep.learner, self.config.distill
+        mine = range(self.world.rank * c.meta_batch, (self.world.rank + 1) * c.meta_batch)
         total: HyperResult | None = None
-        for _ in range(c.meta_batch):
-            real = [b.to(learner.device) for b in self.batcher.next()]
-            theta0 = learner.fresh_params(self.head_generator)
+        for j, (batcher, gen) in enumerate(self.streams):
+            if j not in mine:   # another rank's draw: advance the stream so every rank holds every stream's state
+                batcher.next_indices()
+                learner.fresh_params(gen)
+                continue
+            real = [b.to(learner.device) for b in batcher.next()]
+            theta0 = learner.fresh_params(gen)
             res = hypergradient(learner, theta0, self.distilled, real,
                                 recompute=None if c.inner_memory == "auto" else c.inner_memory == "recompute",
                                 copies=c.recompute_copies)
             total = res if total is None else total.plus(res)
-        return total.scaled(1.0 / c.meta_batch) if c.meta_batch > 1 else total
+        if self.world.distributed:
+            total = _sum_over_ranks(total)
+        return total.scaled(1.0 / len(self.streams)) if len(self.streams) > 1 else total
 
     def run_loop(self) -> dict:
         """Run until outer_steps, the time budget or a stop request; returns the final summary."""
@@ -494,32 +556,33 @@ class Distiller:
                    "eval_learners": c.eval_learners, "label_names": list(self.prep.task.spec.label_names),
                    "primary_metric": self.prep.task.spec.primary_metric})
         status = "done"
+        writer = self.world.is_writer
         try:
-            if self.step == 0 and c.eval_at_start:
+            if self.step == 0 and c.eval_at_start and writer:
                 self._eval_and_checkpoint()
-            if c.baselines and not (self.run is not None and self.run.results().get("baselines")):
+            if c.baselines and writer and not (self.run is not None and self.run.results().get("baselines")):
                 self._baselines()
             while self.step < c.outer_steps:
-                if self.stop_event.is_set():
-                    status = "stopped"
-                    break
-                if c.max_minutes is not None and time.perf_counter() - started > c.max_minutes * 60:
-                    status = "stopped"
+                over_budget = c.max_minutes is not None and time.perf_counter() - started > c.max_minutes * 60
+                if any_across(self.stop_event.is_set() or over_budget, self.prep.learner.device):
+                    status = "stopped"     # every rank stops at the same step
                     break
                 record = self.train_step()
+                if self.world.distributed and (self.step % SYNC_EVERY == 0 or self.step == c.outer_steps):
+                    check_in_sync(self.distilled.learnable(), self.step)
                 record["elapsed"] = time.perf_counter() - started
                 record["cpu_seconds"] = round(self.cpu_seconds, 2)
                 self.emit(record)
-                if c.eval_every and self.step % c.eval_every == 0 and self.step < c.outer_steps:
+                if c.eval_every and self.step % c.eval_every == 0 and self.step < c.outer_steps and writer:
                     self._eval_and_checkpoint()
                 elif (self.run is not None and c.save_every_minutes
                       and time.perf_counter() - self._last_commit >= c.save_every_minutes * 60):
                     self._save_last()
-            if status == "done" and self.step > 0 and self.last_eval_step != self.step:
+            if status == "done" and self.step > 0 and self.last_eval_step != self.step and writer:
                 self._eval_and_checkpoint()
             elif self.run is not None and self.step > 0 and self.last_eval_step != self.step:
                 self._save_last()  # stopped: keep the work, skip the slow evaluation
-        except FloatingPointError as exc:
+        except (FloatingPointError, RanksDiverged) as exc:
             self.emit({"type": "error", "step": self.step, "message": str(exc)})
             return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
         summary = {"status": status, "step": self.step, "best": self.best,

@@ -153,23 +153,36 @@ def validation_loss(learner: Learner, distilled: DistilledData, encoded_eval: En
 
 def evaluate_distilled(learner: Learner, distilled: DistilledData, encoded_eval: EncodedSplit,
                        metrics: tuple[str, ...], config: EvalConfig | None = None,
-                       progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
-    """Fine-tune `learners` fresh learners on the distilled data (T steps, learned lrs) and score each."""
+                       progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                       world=None) -> dict:
+    """Fine-tune `learners` fresh learners on the distilled data (T steps, learned lrs) and score each.
+
+    Learner i starts from head seed `seed + i`. With a data-parallel `world` (distill_core.parallel),
+    rank r fine-tunes learners r, r + N, ... and every rank gets all the learners' scores, in learner
+    order: the same statistics as one process.
+    """
     config = config or EvalConfig()
     config.validate()
     labels = encoded_eval.labels.numpy()
     batches = eval_batches(learner, encoded_eval, config.max_tokens)
+    rank, size = (world.rank, world.size) if world is not None else (0, 1)
+    mine = range(rank, config.learners, size)
     rows = []
     t0 = time.perf_counter()
-    for i in range(config.learners):
+    for done, i in enumerate(mine):
         if should_stop is not None and should_stop():
-            raise EvaluationStopped(f"stopped after {i} of {config.learners} learners")
+            raise EvaluationStopped(f"stopped after {done} of {len(mine)} learners")
         theta0 = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
         theta = fine_tune(learner, theta0, distilled)
         preds = predict(learner, theta, encoded_eval, batches=batches, precision=config.precision)
         rows.append(compute_metrics(preds, labels, metrics))
         if progress is not None:
-            progress(i + 1, config.learners)
+            progress(done + 1, len(mine))
+    if size > 1:
+        from .parallel import gather_json
+
+        parts = gather_json(rows)
+        rows = [parts[i % size][i // size] for i in range(config.learners)]
     return {"metrics": summarize(rows), "per_learner": rows, "seconds": time.perf_counter() - t0,
             "precision": config.precision}
 

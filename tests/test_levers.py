@@ -52,16 +52,20 @@ def test_the_bound_holds_however_far_the_raw_parameter_moves():
             DistilledConfig(inner_lr_init=0.3, inner_lr_max=bad).validate()
 
 
-def test_meta_batch_averages_the_draws_that_single_steps_would_make(demo_prepared):  # noqa: F811
-    one = Distiller(demo_config(meta_batch=1), prepared=demo_prepared)
-    draws = [one.meta_hypergradient() for _ in range(3)]
+def test_meta_batch_averages_one_draw_of_each_stream(demo_prepared):  # noqa: F811
     three = Distiller(demo_config(meta_batch=3), prepared=demo_prepared)
+    learner = demo_prepared.learner
+    fresh = [three._stream(j) for j in range(3)]           # the streams' states before the step
+    draws = [hypergradient(learner, learner.fresh_params(gen), three.distilled, batcher.next())
+             for batcher, gen in fresh]
     mean = three.meta_hypergradient()
     assert mean.real_loss == pytest.approx(sum(r.real_loss for r in draws) / 3, rel=1e-6)
     for name in mean.grads:
         want = sum(r.grads[name] for r in draws) / 3
         assert want.abs().max() > 0, name
         torch.testing.assert_close(mean.grads[name], want, rtol=1e-4, atol=1e-7)
-    assert not torch.allclose(draws[0].grads["embeds"], draws[1].grads["embeds"])   # the draws differ
+    assert not torch.allclose(draws[0].grads["embeds"], draws[1].grads["embeds"])   # the streams differ
+    one = Distiller(demo_config(meta_batch=1), prepared=demo_prepared)           # stream 0 is meta-batch 1's
+    torch.testing.assert_close(one.meta_hypergradient().grads["embeds"], draws[0].grads["embeds"])
     with pytest.raises(UserError, match="meta_batch"):
         demo_config(meta_batch=0).validate()
