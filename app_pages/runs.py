@@ -15,6 +15,15 @@ st.caption(f"Every run in `{default_runs_dir()}`, newest first; runs started fro
 reg, all_runs = job_registry(), saved_runs()
 if all_runs:
     st.dataframe(views.runs_table(all_runs), hide_index=True, key="runs_table")
+for sweep, trials in views.sweeps(all_runs).items():
+    with st.expander(f"Sweep {sweep}: {len(trials)} trials", expanded=False):
+        st.caption("Each trial is an ordinary run (`python -m distill_core sweep`); its settings against its dev "
+                   "validations. Open a trial below to see its curves.")
+        frame = views.sweep_frame(trials)
+        st.dataframe(views.fill_missing(frame), hide_index=True, key=f"sweep_{sweep}")
+        fig = views.sweep_figure(frame, f"sweep {sweep}: best dev score per trial")
+        st.plotly_chart(fig, key=f"sweep_fig_{sweep}")
+        export_buttons(fig, f"sweep-{sweep}", f"exp_sweep_{sweep}")
 run = pick_run("Load run")
 if run is None:
     st.stop()

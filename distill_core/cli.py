@@ -1,4 +1,4 @@
-"""Command line: `python -m distill_core distill|evaluate|baseline|study|inspect` for headless runs."""
+"""Command line: `python -m distill_core distill|evaluate|baseline|study|sweep|inspect` for headless runs."""
 
 from __future__ import annotations
 
@@ -221,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the result JSON to this file")
 
     from .study import add_parser as add_study_parser
+    from .sweep import add_parser as add_sweep_parser
 
     add_study_parser(sub)
+    add_sweep_parser(sub)
 
     p = sub.add_parser("inspect", help="nearest tokens, labels, learned lrs and attention KL of a run")
     p.add_argument("run", help="run directory")
@@ -607,10 +609,11 @@ def _print_study_report(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .study import ReportRequested, cmd_study
+    from .sweep import cmd_sweep
 
     handler = {"distill": lambda a: _cmd_distill(a, argv if argv is not None else sys.argv[1:]),
                "evaluate": _cmd_evaluate, "baseline": _cmd_baseline,
-               "inspect": _cmd_inspect, "study": cmd_study}[args.command]
+               "inspect": _cmd_inspect, "study": cmd_study, "sweep": cmd_sweep}[args.command]
     try:
         try:
             return handler(args)

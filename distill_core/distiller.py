@@ -358,7 +358,8 @@ class Distiller:
             self.best = {"step": self.step, "score": score, "metric": metric, "metrics": result["metrics"]}
         self.last_eval_step = self.step
         self.emit({"type": "eval", "step": self.step, "metrics": result["metrics"], "split": self.prep.selection_name,
-                   "seconds": time.perf_counter() - t0, "best": improved, "cpu_seconds": round(self.cpu_seconds, 2)})
+                   "seconds": time.perf_counter() - t0, "best": improved, "cpu_seconds": round(self.cpu_seconds, 2),
+                   "loss": result.get("loss")})
         if self.run is not None:
             self.distilled.meta["step"] = self.step
             self.distilled.save(self.run.checkpoint(f"step-{self.step:06d}"))

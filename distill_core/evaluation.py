@@ -167,24 +167,27 @@ def evaluate_distilled(learner: Learner, distilled: DistilledData, encoded_eval:
     batches = eval_batches(learner, encoded_eval, config.max_tokens)
     rank, size = (world.rank, world.size) if world is not None else (0, 1)
     mine = range(rank, config.learners, size)
-    rows = []
+    rows, losses = [], []
     t0 = time.perf_counter()
     for done, i in enumerate(mine):
         if should_stop is not None and should_stop():
             raise EvaluationStopped(f"stopped after {done} of {len(mine)} learners")
         theta0 = learner.fresh_params(torch.Generator().manual_seed(config.seed + i))
         theta = fine_tune(learner, theta0, distilled)
-        preds = predict(learner, theta, encoded_eval, batches=batches, precision=config.precision)
-        rows.append(compute_metrics(preds, labels, metrics))
+        logits = predict_logits(learner, theta, encoded_eval, batches=batches, precision=config.precision)
+        rows.append(compute_metrics(logits.argmax(-1).numpy(), labels, metrics))
+        losses.append(float(torch.nn.functional.cross_entropy(logits.float(), encoded_eval.labels)))
         if progress is not None:
             progress(done + 1, len(mine))
     if size > 1:
         from .parallel import gather_json
 
-        parts = gather_json(rows)
-        rows = [parts[i % size][i // size] for i in range(config.learners)]
+        parts = gather_json([rows, losses])
+        rows = [parts[i % size][0][i // size] for i in range(config.learners)]
+        losses = [parts[i % size][1][i // size] for i in range(config.learners)]
     return {"metrics": summarize(rows), "per_learner": rows, "seconds": time.perf_counter() - t0,
-            "precision": config.precision}
+            "precision": config.precision,
+            "loss": {"mean": float(np.mean(losses)), "std": float(np.std(losses)), "n": len(losses)}}
 
 
 def majority_baseline(train_labels: np.ndarray, encoded_eval: EncodedSplit, metrics: tuple[str, ...],

@@ -130,6 +130,10 @@ class StudyConfig:
     only: tuple[str, ...] = ()          # keep rows whose key contains one of these
     threads: int | None = None
     device: str = "auto"
+    executor: str = "local"             # local: rows one after another | ray: rows as Ray tasks, in parallel
+    address: str | None = None          # ray: join this cluster (default: start a local one)
+    cpus_per_row: float = 1.0
+    gpus_per_row: float = 0.0
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -144,6 +148,8 @@ class StudyConfig:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         if not self.grid_outer_lr or not self.grid_inner_lr_init:
             raise UserError("the learning-rate grid needs at least one outer lr and one inner-lr init")
+        if self.executor not in ("local", "ray"):
+            raise UserError(f"executor must be local or ray, got {self.executor!r}")
         if self.grid_setting not in SETTINGS:
             raise UserError(f"grid_setting must be one of {', '.join(SETTINGS)}, got {self.grid_setting!r}")
 
@@ -391,6 +397,8 @@ class Study:
     def run(self) -> list[dict]:
         rows = plan(self.config)
         self.log(f"study {self.config.preset}: {len(rows)} rows -> {self.out}")
+        if self.config.executor == "ray":
+            return self._run_on_ray([r for r in rows if not self.result_path(r).exists()])
         for i, row in enumerate(rows, 1):
             if self.result_path(row).exists():
                 self.log(f"[{i}/{len(rows)}] {row.key}: done earlier, skipped")
@@ -402,6 +410,35 @@ class Study:
                 f"{k} {v['mean']:.2f} ± {v['std']:.2f} (n={v['n']})" for k, v in m.items())
                 + f" in {r['wall_seconds']:.0f} s")
             self.write_summary()
+        return self.write_summary()
+
+    def _run_on_ray(self, rows: list[StudyRow]) -> list[dict]:
+        """Each unfinished row as a Ray task (the tasks' learning-rate pilots first, one task per task),
+        with cpus_per_row / gpus_per_row; every row still writes its own result file, so an interrupted
+        Ray study resumes like a local one."""
+        try:
+            import ray
+        except ImportError:
+            raise UserError('the ray executor needs Ray: pip install -e ".[scale]"') from None
+        c = self.config
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+        try:
+            options = {"num_cpus": c.cpus_per_row, "num_gpus": c.gpus_per_row}
+            tasks = sorted({r.task for r in rows if r.kind in ("distill", "random-kshot")})
+            ray.get([_ray_grid.options(**options).remote(c, task) for task in tasks])
+            pending = {_ray_row.options(**options).remote(c, row): row for row in rows}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                row = pending.pop(done[0])
+                r = ray.get(done[0])
+                self.log(f"{row.key}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
+                                                    for k, v in r["metrics"].items()))
+                self.write_summary()
+        finally:
+            if started_here:
+                ray.shutdown()
         return self.write_summary()
 
     def write_summary(self) -> list[dict]:
@@ -458,6 +495,39 @@ def time_to_accuracy(out: str | os.PathLike, rows: list[dict] | None = None) -> 
     return {"split": "dev", "series": series}
 
 
+def _remote(fn):
+    """fn as a Ray remote function, made only when Ray is used (Ray stays an optional extra)."""
+    cache: dict = {}
+
+    class Lazy:
+        def options(self, **kw):
+            if "fn" not in cache:
+                import ray
+
+                cache["fn"] = ray.remote(fn)
+            return cache["fn"].options(**kw)
+    return Lazy()
+
+
+def _threads_for(config: StudyConfig) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(config.threads or config.cpus_per_row)))
+
+
+def _grid_job(config: StudyConfig, task: str) -> dict:
+    _threads_for(config)
+    return Study(config, log=lambda s: None).grid(task)
+
+
+def _row_job(config: StudyConfig, row: StudyRow) -> dict:
+    _threads_for(config)
+    return Study(config, log=lambda s: None).run_row(row)
+
+
+_ray_grid, _ray_row = _remote(_grid_job), _remote(_row_job)
+
+
 def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> list[dict]:
     if config.threads:
         import torch
@@ -506,6 +576,11 @@ def add_parser(sub) -> None:
                    help="print the finished rows as a Markdown table beside the paper (nothing is run)")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto")
+    p.add_argument("--executor", choices=["local", "ray"], default=d.executor,
+                   help="local: rows one after another; ray: unfinished rows as parallel Ray tasks")
+    p.add_argument("--address", help="ray: join this cluster (default: start a local one)")
+    p.add_argument("--cpus-per-row", type=float, default=d.cpus_per_row)
+    p.add_argument("--gpus-per-row", type=float, default=d.gpus_per_row)
 
 
 def cmd_study(a) -> int:
@@ -514,7 +589,8 @@ def cmd_study(a) -> int:
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
-                         only=tuple(a.only), threads=a.threads, device=a.device)
+                         only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,
+                         address=a.address, cpus_per_row=a.cpus_per_row, gpus_per_row=a.gpus_per_row)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)
         raise ReportRequested(Path(config.out))
     if a.list:

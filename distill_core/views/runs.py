@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from ..distilled import DistilledData
 from ..runs import RunDir
@@ -14,7 +15,7 @@ from ..tasks import TASKS
 from .curves import eval_points, primary_metric
 
 __all__ = ["run_summary", "runs_table", "flat_config", "settings_frame", "distilled_json", "final_score",
-           "measured_on", "MISSING"]
+           "measured_on", "MISSING", "fill_missing", "sweep_of", "sweeps", "sweep_frame", "sweep_figure"]
 
 _TERMINAL = ("done", "stopped", "error")
 MISSING = "–"   # what a table cell shows for a value that is not there (never "None" or "nan")
@@ -84,11 +85,12 @@ def run_summary(run: RunDir, events: list[dict] | None = None) -> dict[str, Any]
             ev.get("learners", ev_m.get("n")), ev.get("eval_rows"), split, ev_from),
         "L": d.get("seq_len"), "spc": d.get("samples_per_class"), "T": d.get("inner_steps"),
         "labels": d.get("label_type"), "attention": d.get("attention_labels"),
+        "sweep": sweep_of(run),
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
     }
 
 
-def _fill_missing(frame: pd.DataFrame) -> pd.DataFrame:
+def fill_missing(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns with a gap become text with MISSING in it; full columns keep their type (and sort as numbers)."""
     for col in frame.columns:
         if frame[col].map(_missing).any():
@@ -98,7 +100,7 @@ def _fill_missing(frame: pd.DataFrame) -> pd.DataFrame:
 
 def runs_table(runs: list[RunDir]) -> pd.DataFrame:
     """One row per run (see run_summary); a missing value shows as '–'."""
-    return _fill_missing(pd.DataFrame([run_summary(r) for r in runs]))
+    return fill_missing(pd.DataFrame([run_summary(r) for r in runs]))
 
 
 def flat_config(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -132,3 +134,71 @@ def distilled_json(distilled: DistilledData) -> str:
         "inner_lrs": distilled.inner_lrs().detach().cpu().tolist(),
         "tensors": {k: v.tolist() for k, v in distilled.tensors().items()},
     })
+
+
+def sweep_of(run: RunDir) -> str | None:
+    """The sweep a run is a trial of (config.json run.sweep.name), or None."""
+    try:
+        sweep = (run.config().get("run") or {}).get("sweep") or {}
+    except Exception:
+        return None
+    return sweep.get("name") if isinstance(sweep, dict) else None
+
+
+def sweeps(runs: list[RunDir]) -> dict[str, list[RunDir]]:
+    """Trials grouped by sweep, in trial-name order."""
+    out: dict[str, list[RunDir]] = {}
+    for r in runs:
+        name = sweep_of(r)
+        if name:
+            out.setdefault(name, []).append(r)
+    return {k: sorted(v, key=lambda r: r.name) for k, v in sorted(out.items())}
+
+
+def sweep_frame(trials: list[RunDir]) -> pd.DataFrame:
+    """One row per trial: its grid point, status, steps, and its best and last dev validation."""
+    rows = []
+    for r in trials:
+        cfg, events = r.config(), r.metrics()
+        point = ((cfg.get("run") or {}).get("sweep") or {}).get("point") or {}
+        metric = primary_metric(events)
+        evals = [e for e in events if e.get("type") == "eval"]
+        best = max(evals, key=lambda e: e["metrics"][metric]["mean"]) if evals else None
+        last = next((e["type"] for e in reversed(events) if e.get("type") in _TERMINAL), None)
+        rows.append({"trial": r.name, **{k: _number(v) for k, v in point.items()},
+                     "status": last or "incomplete",
+                     "step": max((e["step"] for e in events if e.get("type") == "step"), default=0),
+                     f"best dev {metric}": None if best is None else round(best["metrics"][metric]["mean"], 2),
+                     "best at step": None if best is None else best["step"],
+                     f"last dev {metric}": None if not evals else round(evals[-1]["metrics"][metric]["mean"], 2),
+                     "last dev loss": None if not evals or not evals[-1].get("loss") else
+                     round(evals[-1]["loss"]["mean"], 4)})
+    return pd.DataFrame(rows)
+
+
+def _number(v: Any) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def sweep_figure(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Each trial's best dev score against the sweep's first setting, one colour per other setting."""
+    score = next(c for c in frame.columns if c.startswith("best dev "))
+    settings = [c for c in frame.columns if c not in ("trial", "status", "step", "best at step")
+                and not c.startswith(("best dev ", "last dev "))]
+    x = settings[0] if settings else "trial"
+    groups = frame.groupby([c for c in settings[1:]], dropna=False) if settings[1:] else [((), frame)]
+    fig = go.Figure()
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{c}={v}" for c, v in zip(settings[1:], key)) or "trials"
+        part = part.sort_values(x)
+        fig.add_trace(go.Scatter(x=part[x], y=part[score], mode="lines+markers", name=label,
+                                 text=part["trial"], hovertemplate="%{text}: %{y:.1f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=score + " %", height=360,
+                      margin={"t": 50, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    if settings and all(isinstance(v, float) and v > 0 for v in frame[x]):
+        fig.update_xaxes(type="log")
+    return fig
