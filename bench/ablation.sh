@@ -26,6 +26,9 @@ declare -A ROWS=(
   [outer-lr-3e-2]="--outer-steps 1200 --lr 0.03 --budget-draws 1200"
   [outer-lr-3e-3]="--outer-steps 1200 --lr 0.003 --budget-draws 1200"
   [hl-al]="--outer-steps 1200 --label-type hard --budget-draws 1200"
+  [attn-all]="--outer-steps 1200 --attention-labels all --budget-draws 1200"
+  [lambda3]="--outer-steps 1200 --attention-weight 3 --budget-draws 1200"
+  [batch128]="--outer-steps 1200 --real-batch 128 --budget-draws 1200"
   [ms-1x1]="--outer-steps 600 --budget-draws 600"
   [ms-1x3-same]="--outer-steps 600 --inner-steps 3 --no-split-inner-lr --budget-draws 600"
   [ms-1x3-same-split]="--outer-steps 600 --inner-steps 3 --split-inner-lr --budget-draws 600"
@@ -33,24 +36,32 @@ declare -A ROWS=(
   [ms-3x3-diff-split]="--outer-steps 600 --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --budget-draws 600"
   [ms-10x10-diff-split]="--outer-steps 300 --samples-per-class 10 --inner-steps 10 --different-data-per-step --split-inner-lr --eval-every 75 --budget-draws 300"
 )
-ORDER=(base meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split ms-3x3-diff-split seq256
-       outer-lr-3e-2 hl-al linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr ms-10x10-diff-split)
+ORDER=(base meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split attn-all ms-3x3-diff-split
+       outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
+       ms-10x10-diff-split)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
   local name=$1
   [ -f "$OUT/$name.json" ] && { echo "skip $name (done)"; return; }
   mkdir -p "$OUT/.claims"
-  mkdir "$OUT/.claims/$name" 2>/dev/null || return 0    # another lane has it
+  mkdir "$OUT/.claims/$name" 2>/dev/null || return 0    # another lane (or a runner before this one) has it
   echo "$(date -u +%H:%M:%S) start $name: ${ROWS[$name]}"
   # shellcheck disable=SC2086
   python bench/time_to_accuracy.py "${COMMON[@]}" ${ROWS[$name]} --out "$OUT/$name.json" \
-    > "/tmp/ablation-$name.log" 2>&1 || echo "FAILED $name (see /tmp/ablation-$name.log)"
-  rmdir "$OUT/.claims/$name"
+    > "/tmp/ablation-$name.log" 2>&1 &
+  echo $! > "$OUT/.claims/$name/pid"
+  wait $! || echo "FAILED $name (see /tmp/ablation-$name.log)"
+  rm -rf "$OUT/.claims/$name"
   echo "$(date -u +%H:%M:%S) end $name"
 }
 
 lane() { for name in "${ORDER[@]}"; do run_row "$name"; done; }
-rm -rf "$OUT/.claims"     # claims of an earlier, killed runner
+# a claim whose process is gone was left by a killed runner; a live one keeps running (its row is skipped)
+for claim in "$OUT"/.claims/*/; do
+  [ -d "$claim" ] || continue
+  pid=$(cat "$claim/pid" 2>/dev/null || true)
+  { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || rm -rf "$claim"
+done
 for _ in $(seq "$LANES"); do lane & sleep 2; done
 wait

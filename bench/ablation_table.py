@@ -1,0 +1,48 @@
+"""The ablation rows in docs/ablation/ as one Markdown table (docs/ablation/README.md's table).
+
+  python bench/ablation_table.py [docs/ablation]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+GROUPS = {"1x1": "one step, 1,200 hypergradients", "ms": "multi-step, 600 outer steps (T=10: 300)"}
+
+
+def rows(folder: Path) -> list[dict]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("bench") != "time_to_accuracy":
+            continue
+        c = r["config"]
+        dev, val = r["dev_metrics"]["accuracy"], r["accuracy"]
+        out.append({"name": path.stem, "group": "ms" if path.stem.startswith("ms-") else "1x1",
+                    "shape": f"{c['distilled']['samples_per_class']}x{c['distilled']['inner_steps']}",
+                    "draws": r["draws"], "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}",
+                    "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
+                    "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
+                    "lrs": ", ".join(f"{x:.3g}" for x in r["inner_lrs"][:3]) + (" …" if len(r["inner_lrs"]) > 3 else "")})
+    return out
+
+
+def table(found: list[dict]) -> str:
+    lines = []
+    for group, title in GROUPS.items():
+        part = sorted((r for r in found if r["group"] == group), key=lambda r: -r["dev_mean"])
+        if not part:
+            continue
+        lines += [f"**{title}** (sorted by dev)", "",
+                  "| row | T | hypergradients | dev (10 learners, 2,000 rows) | validation (20 learners, 872) | "
+                  "training s | learned inner lr |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['dev']} | {r['val']} | {r['train_s']:.0f} | "
+                  f"{r['lrs']} |" for r in part]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(rows(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/ablation"))))
