@@ -43,6 +43,7 @@ class StudyRow:
     inner_steps: int = 1
     same_data: bool = True        # multi-step: the same sample every step, or step t uses the t-th sample
     outer_steps: int | None = None  # distilled rows: overrides the study's outer steps
+    tag: str = ""                   # tells apart rows that differ only in budget ("long": the headline budget)
 
     @property
     def kind(self) -> str:
@@ -58,7 +59,7 @@ class StudyRow:
         if self.kind in ("distill", "random-kshot", "random-kshot-tuned"):
             data = "same" if self.same_data else "diff"
             name += f"-{self.samples_per_class}x{self.inner_steps}" + ("" if self.inner_steps == 1 else f"-{data}")
-        return f"{self.task}-{name}"
+        return f"{self.task}-{name}" + (f"-{self.tag}" if self.tag else "")
 
 
 def _task_rows(task: str) -> list[StudyRow]:
@@ -75,9 +76,19 @@ def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
                    StudyRow(task, "random-10-shot", 10, 10, False)]
 
 
+def _headline_rows(task: str, steps: int | None) -> list[StudyRow]:
+    """The headline settings on the quality budget (about 60 CPU minutes a seed on 2 cores), validated on
+    dev along the way: the time-to-accuracy figure's curves."""
+    if not steps:
+        return []
+    return [StudyRow(task, s, outer_steps=steps, tag="long") for s in ("HL+AL", "SL+AL")]
+
+
 PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
-    "paper": lambda c: _task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps),
-    "paper-sst2": lambda c: _task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps),
+    "paper": lambda c: (_task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps)
+                        + _headline_rows("sst2", c.headline_outer_steps)),
+    "paper-sst2": lambda c: (_task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps)
+                             + _headline_rows("sst2", c.headline_outer_steps)),
     # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
     "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL"), StudyRow("demo", "SL"),
                         StudyRow("demo", "random-1-shot"), StudyRow("demo", "random-1-shot-tuned"),
@@ -110,6 +121,7 @@ class StudyConfig:
     learners: int = 100                 # fine-tunings per row (the paper's protocol)
     outer_steps: int = 300
     long_outer_steps: int | None = 150  # the T=10 row (each of its outer steps costs about 8 of T=1)
+    headline_outer_steps: int | None = 6000   # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none)
     run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
     seq_len: int | None = None          # None: the run preset's
     max_length: int | None = None       # real examples' tokens; None: the run preset's
@@ -125,7 +137,7 @@ class StudyConfig:
     full_lr: float = 5e-5
     seeds: int = 3                      # distillations per distilled row (the paper's protocol has one)
     kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
-    curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1", "sst2-sl-al-1x1")   # validated on dev along the way
+    curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long")   # validated on dev along the way
     curve_points: int = 12              # dev validations of a curve row (the time-to-accuracy figure)
     only: tuple[str, ...] = ()          # keep rows whose key contains one of these
     threads: int | None = None
@@ -560,6 +572,9 @@ def add_parser(sub) -> None:
     p.add_argument("--learners", type=int, default=d.learners)
     p.add_argument("--outer-steps", type=int, default=d.outer_steps)
     p.add_argument("--long-outer-steps", type=int, default=d.long_outer_steps, help="outer steps of the T=10 row")
+    p.add_argument("--headline-outer-steps", type=int, default=d.headline_outer_steps,
+                   help="outer steps of the SST-2 HL+AL and SL+AL '-long' rows, validated on dev along the way "
+                        "for the time-to-accuracy figure (0: no such rows)")
     p.add_argument("--seq-len", type=int, help="positions L (default: the run preset's; cpu 64, paper 512)")
     p.add_argument("--grid-outer-lr", type=float, nargs="+", default=list(d.grid_outer_lr))
     p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
@@ -586,6 +601,7 @@ def add_parser(sub) -> None:
 def cmd_study(a) -> int:
     config = StudyConfig(preset=a.preset, run_preset=a.run_preset, out=a.out, data_dir=a.data_dir, learners=a.learners,
                          outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
+                         headline_outer_steps=a.headline_outer_steps,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,

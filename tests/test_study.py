@@ -28,6 +28,9 @@ def test_the_paper_preset_covers_the_issue():
     assert ("sst2", "SL+AL", 1, 3, True) in have and ("sst2", "SL+AL", 3, 3, False) in have
     assert ("sst2", "random-1-shot", 1, 3, True) in have and ("sst2", "random-3-shot", 3, 3, False) in have
     assert ("sst2", "SL+AL", 10, 10, False) in have
+    long = [r for r in rows if r.tag == "long"]      # the headline budget, validated along the way
+    assert [r.key for r in long] == list(StudyConfig().curve_rows) == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
+    assert all(r.outer_steps == StudyConfig().headline_outer_steps for r in long)
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == ["mrpc-hl-al-1x1", "mrpc-hl-1x1"]
 
 
