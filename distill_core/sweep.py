@@ -145,7 +145,7 @@ def run_sweep(config: SweepConfig, log=print) -> dict:
     root = config.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     previous = read_json(config.manifest_path) if config.manifest_path.exists() else {}
-    if previous and previous.get("grid") != config.grid or previous and previous.get("base") != config.base:
+    if previous and (previous.get("grid") != config.grid or previous.get("base") != config.base):
         raise UserError(f"sweep {config.name!r} exists with another grid or other flags "
                         f"({config.manifest_path}); choose another --name")
     stopped = {t["run"] for t in previous.get("trials", []) if t.get("status") == "stopped early"}
@@ -160,19 +160,24 @@ def run_sweep(config: SweepConfig, log=print) -> dict:
     sweep_info = {"name": config.name}
     if todo and config.executor == "local":
         for t in todo:
-            out = run_trial(t["argv"], str(root / t["run"]), {**sweep_info, "point": t["point"]},
-                            threads=int(config.cpus_per_trial))
-            t["status"] = "done" if out["status"] == "done" else out["status"]
+            run_trial(t["argv"], str(root / t["run"]), {**sweep_info, "point": t["point"]},
+                      threads=int(config.cpus_per_trial))
+            t["status"] = _trial_status(RunDir(root / t["run"]))
             write_json(config.manifest_path, manifest)
     elif todo:
-        _run_on_ray(config, todo, root, sweep_info, log)
+        _run_on_ray(config, todo, root, sweep_info, log)    # sets "error" and "stopped early"
     for t in trials:
-        if t["status"] not in ("stopped early",):
-            t["status"] = _trial_status(RunDir(root / t["run"])) if t["status"] != "error" else "error"
+        if t["status"] not in ("stopped early", "error"):
+            t["status"] = _trial_status(RunDir(root / t["run"]))
     manifest["wall_seconds"] = round(time.perf_counter() - t0, 1)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(config.manifest_path, manifest)
     return manifest
+
+
+def _trial_name(trial) -> str:
+    """Ray's name for a trial: its run's name (not the whole argv Ray would put in it)."""
+    return trial.config["trial"]["run"]
 
 
 def _run_on_ray(config: SweepConfig, todo: list[dict], root: Path, sweep_info: dict, log) -> None:
@@ -200,7 +205,8 @@ def _run_on_ray(config: SweepConfig, todo: list[dict], root: Path, sweep_info: d
                    "sweep": {**sweep_info, "point": t["point"]}} for t in todo]
         tuner = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search(points)},
-            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=config.max_concurrent),
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=config.max_concurrent,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=config.name, storage_path=str(root / ".ray"), verbose=0))
         grid = tuner.fit()
         for result in grid:
