@@ -7,6 +7,7 @@ thread or the CLI can listen without the distiller knowing about either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -34,6 +35,7 @@ __all__ = ["DistillConfig", "RunConfig", "Distiller", "Event", "prepare", "OPT_P
 VALIDATION_SEED = 900_000   # head seeds of periodic validation: far from any final evaluation's (1234 + i)
 STREAM_STRIDE = 1_000_003   # draw stream j seeds its batches with seed + STREAM_STRIDE * j (and + 1 its heads)
 SYNC_EVERY = 10             # data-parallel runs compare the ranks' distilled data this often (outer steps)
+AVG_PREFIX = "average."     # resume file: the moving average of each learnable tensor
 OPT_PREFIX = "optimizer."   # resume file: optimizer state tensors are stored as optimizer.<part>.<key>
 
 Event = dict
@@ -51,6 +53,7 @@ class DistillConfig:
     lr_attention: float = BASE["distill"]["lr_attention"]
     lr_inner_lr: float = BASE["distill"]["lr_inner_lr"]
     meta_batch: int = BASE["distill"]["meta_batch"]  # K (real batch, theta_0) draws per outer step, hypergradients averaged
+    average: float = BASE["distill"]["average"]  # 0: off; else an exponential moving average of the distilled data with this decay is what is validated, saved and returned
     weight_decay: float = BASE["distill"]["weight_decay"]
     warmup_ratio: float = BASE["distill"]["warmup_ratio"]
     schedule: str = BASE["distill"]["schedule"]  # linear: warm-up then decay to 0 (the paper) | constant: warm-up then flat
@@ -77,6 +80,8 @@ class DistillConfig:
                 raise UserError(f"{name} must be in [0, 10], got {v}")
         if isinstance(self.meta_batch, bool) or not isinstance(self.meta_batch, int) or not 1 <= self.meta_batch <= 1024:
             raise UserError(f"meta_batch must be an integer in [1, 1024], got {self.meta_batch!r}")
+        if not (isinstance(self.average, (int, float)) and 0 <= self.average < 1):
+            raise UserError(f"average must be in [0, 1) (0: off), got {self.average!r}")
         if self.schedule not in ("linear", "constant"):
             raise UserError(f"schedule must be linear or constant, got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
@@ -254,6 +259,8 @@ class Distiller:
         self.best: dict | None = None
         self.last_eval_step: int | None = None
         self.streams = [self._stream(j) for j in range(config.distill.meta_batch * self.world.size)]
+        self.averaged: dict[str, torch.Tensor] | None = (
+            {n: t.detach().clone() for n, t in self.distilled.learnable().items()} if config.distill.average else None)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if self.run is not None:
@@ -336,6 +343,31 @@ class Distiller:
         self.stop_event.set()
 
     # --- evaluation & checkpoints ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def serving(self):
+        """The data users get: the moving average when `average` is on (swapped in, then back), else as is."""
+        if self.averaged is None:
+            yield
+            return
+        learnable = self.distilled.learnable()
+        raw = {n: t.detach().clone() for n, t in learnable.items()}
+        with torch.no_grad():
+            for n, t in learnable.items():
+                t.copy_(self.averaged[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, t in learnable.items():
+                    t.copy_(raw[n])
+
+    def _update_average(self) -> None:
+        # warm-up: the first steps weigh more, so the average does not cling to the initialisation
+        decay = min(self.config.distill.average, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for n, t in self.distilled.learnable().items():
+                self.averaged[n].mul_(decay).add_(t.detach(), alpha=1 - decay)
+
     def evaluate(self, learners: int | None = None) -> dict:
         """Periodic validation on the selection split, with head seeds no final evaluation uses."""
         cfg = EvalConfig(learners=learners or self.config.distill.eval_learners,
@@ -346,7 +378,8 @@ class Distiller:
     def _eval_and_checkpoint(self) -> None:
         t0 = time.perf_counter()
         try:
-            result = self.evaluate()
+            with self.serving():
+                result = self.evaluate()
         except EvaluationStopped:  # a stop request: keep the work, skip the point
             if self.run is not None and self.step > 0:
                 self._save_last()
@@ -362,9 +395,10 @@ class Distiller:
                    "loss": result.get("loss")})
         if self.run is not None:
             self.distilled.meta["step"] = self.step
-            self.distilled.save(self.run.checkpoint(f"step-{self.step:06d}"))
-            if improved:
-                self.distilled.save(self.run.checkpoint("best"))
+            with self.serving():
+                self.distilled.save(self.run.checkpoint(f"step-{self.step:06d}"))
+                if improved:
+                    self.distilled.save(self.run.checkpoint("best"))
             self._save_last()
             self.emit({"type": "checkpoint", "step": self.step, "best": improved})
 
@@ -388,6 +422,8 @@ class Distiller:
                 if torch.is_tensor(val):
                     tensors[f"{OPT_PREFIX}{group['name']}.{key}"] = val.detach().to("cpu").contiguous().reshape(val.shape)
             groups.append(group["name"])
+        for n, t in (self.averaged or {}).items():
+            tensors[f"{AVG_PREFIX}{n}"] = t.detach().to("cpu").contiguous()
         state = {"step": self.step, "best": self.best, "last_eval_step": self.last_eval_step, "groups": groups,
                  "cpu_seconds": self.cpu_seconds,
                  "batcher": self.batcher.state(),
@@ -398,7 +434,8 @@ class Distiller:
         meta = {**self.distilled.metadata(), "resume_state": json.dumps(state)}
         atomic_write_bytes(self.run.resume_path, save(tensors, metadata=meta))   # the commit
         self._last_commit = time.perf_counter()
-        self.distilled.save(self.run.checkpoint("last"))
+        with self.serving():
+            self.distilled.save(self.run.checkpoint("last"))
         write_json(self.run.state_path, {k: v for k, v in state.items() if k in ("step", "best", "saved_at")})
 
     def _resume(self) -> None:
@@ -412,6 +449,14 @@ class Distiller:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 state = json.loads((f.metadata() or {})["resume_state"])
                 opt = {k[len(OPT_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(OPT_PREFIX)}
+                avg = {k[len(AVG_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(AVG_PREFIX)}
+            if self.averaged is not None:
+                if set(avg) != set(self.averaged):
+                    raise UserError(f"{path} holds no moving average of the distilled data; the run was made "
+                                    "without --average")
+                with torch.no_grad():
+                    for n, t in avg.items():
+                        self.averaged[n].copy_(t.to(self.averaged[n].device, self.averaged[n].dtype))
         elif self.run.state_path.exists() and self.run.checkpoint("last").exists():
             loaded, state, opt = self._legacy_resume_point()    # runs saved before the one-file commit
         else:
@@ -509,6 +554,8 @@ class Distiller:
         self.scheduler.step()
         if not all(torch.isfinite(t).all() for t in params):
             raise FloatingPointError(f"distilled data became non-finite at outer step {self.step + 1}")
+        if self.averaged is not None:
+            self._update_average()
         self.step += 1
         return {"type": "step", "step": self.step, "real_loss": res.real_loss,
                 "inner_task_loss": res.inner_task_loss, "inner_attention_loss": res.inner_attention_loss,
@@ -586,6 +633,10 @@ class Distiller:
         except (FloatingPointError, RanksDiverged) as exc:
             self.emit({"type": "error", "step": self.step, "message": str(exc)})
             return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
+        if self.averaged is not None:   # what callers score after the loop is what the run saved: the average
+            with torch.no_grad():
+                for n, t in self.distilled.learnable().items():
+                    t.copy_(self.averaged[n])
         summary = {"status": status, "step": self.step, "best": self.best,
                    "elapsed": time.perf_counter() - started, "cpu_seconds": round(self.cpu_seconds, 1)}
         if self.run is not None:

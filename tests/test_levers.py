@@ -69,3 +69,33 @@ def test_meta_batch_averages_one_draw_of_each_stream(demo_prepared):  # noqa: F8
     torch.testing.assert_close(one.meta_hypergradient().grads["embeds"], draws[0].grads["embeds"])
     with pytest.raises(UserError, match="meta_batch"):
         demo_config(meta_batch=0).validate()
+
+
+def test_the_average_is_what_a_run_validates_saves_and_returns_and_it_resumes(tmp_path, demo_prepared):  # noqa: F811
+    from safetensors.torch import load_file
+
+    cfg = dict(average=0.9, outer_steps=4, save_every_minutes=1e-9)
+    straight = Distiller(demo_config(**cfg), run_dir=tmp_path / "a", prepared=demo_prepared)
+    raw_seen = []
+    straight.add_callback(lambda e: raw_seen.append(straight.distilled.embeds.detach().clone())
+                          if e["type"] == "step" else None)
+    straight.run_loop()
+    # the average, by hand, of the iterates the optimiser produced (decay min(0.9, (1 + t) / (10 + t)))
+    init = Distiller(demo_config(**cfg), prepared=demo_prepared).distilled.embeds.detach().clone()
+    want = init
+    for t, raw in enumerate(raw_seen):
+        decay = min(0.9, (1 + t) / (10 + t))
+        want = decay * want + (1 - decay) * raw
+    torch.testing.assert_close(straight.distilled.embeds.detach(), want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(want, raw_seen[-1])                       # the average is not the last iterate
+    saved = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
+    torch.testing.assert_close(saved["embeds"], want, rtol=1e-5, atol=1e-6)
+    # stopped after step 2 and resumed: the same average at the end
+    part = Distiller(demo_config(**cfg), run_dir=tmp_path / "b", prepared=demo_prepared)
+    part.add_callback(lambda e: part.stop() if e["type"] == "step" and e["step"] == 2 else None)
+    part.run_loop()
+    resumed = Distiller(demo_config(**cfg), run_dir=tmp_path / "b", prepared=demo_prepared, resume=True)
+    resumed.run_loop()
+    torch.testing.assert_close(resumed.distilled.embeds.detach(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="average"):
+        demo_config(average=1.0).validate()
