@@ -44,5 +44,20 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def stability_table(folder: Path) -> str:
+    """The stability runs (bench/stability.py): each seed's gap between its best and its last validation."""
+    lines = ["| run | seeds | gap best - final per seed (points) | all within 2 | overrides |", "|---|---|---|---|---|"]
+    for path in sorted(folder.glob("stability-*.json")):
+        r = json.loads(path.read_text())
+        gaps = ", ".join(f"{s['gap']:.1f}" for s in sorted(r["seeds"], key=lambda s: s["seed"]))
+        changed = {k: v for sec, kv in r.get("overrides", {}).items() for k, v in kv.items()
+                   if k not in ("task", "data_dir", "eval_rows", "allow_hub", "eval_learners", "baselines")}
+        lines.append(f"| {path.stem} | {len(r['seeds'])} | {gaps} | {'yes' if r.get('all_within') else 'no'} | "
+                     f"{json.dumps(changed) if changed else 'the default'} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(table(rows(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/ablation"))))
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/ablation")
+    print(table(rows(folder)))
+    print(stability_table(folder))

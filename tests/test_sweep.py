@@ -76,3 +76,18 @@ def test_study_rows_run_as_ray_tasks(tmp_path):
     assert (tmp_path / "runs" / "demo-sl-1x1" / "checkpoints" / "last.safetensors").exists()
     again = Study(StudyConfig(out=str(tmp_path), **tiny), log=log.append).run()
     assert again == rows
+
+
+def test_the_runs_page_shows_a_sweep_as_one_group(tmp_path, monkeypatch):
+    from test_app_pages import app, ok
+
+    config = SweepConfig(name="grid", grid=parse_grid(["lr=0.01,0.05"]), base=BASE, runs_root=str(tmp_path),
+                         executor="local", cpus_per_trial=1)
+    assert [t["status"] for t in run_sweep(config, log=lambda s: None)["trials"]] == ["done", "done"]
+    monkeypatch.setenv("DISTILL_RUNS_DIR", str(tmp_path))
+    at = ok(app("app_pages/runs.py").run())
+    assert [e.label for e in at.expander if e.label.startswith("Sweep")] == ["Sweep grid: 2 trials"]
+    table = next(d.value for d in at.dataframe if "trial" in d.value.columns)
+    assert list(table["trial"]) == ["grid-t000", "grid-t001"] and list(table["lr"]) == [0.01, 0.05]
+    runs = at.dataframe[0].value                                           # the runs table names the sweep
+    assert sorted(runs[runs["run"].str.startswith("grid-")]["sweep"]) == ["grid", "grid"]
