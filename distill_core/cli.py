@@ -323,10 +323,8 @@ def _cmd_distill(a, argv: list[str] | None = None) -> int:
         from .parallel import gather_json
 
         out = Path(gather_json(str(default_runs_dir() / new_run_name(cfg.data.task or "custom")))[0])  # rank 0's
-    elif world.is_writer:
-        out = cli_out_path(a.out, default_runs_dir(), a.resume)
-    else:   # rank 0 checks --out (and creates it); another rank checking it could see rank 0's temporary files
-        out = Path(a.out) if "/" in a.out else default_runs_dir() / a.out
+    else:   # rank 0 alone checks what --out holds (and creates it)
+        out = cli_out_path(a.out, default_runs_dir(), a.resume, check_contents=world.is_writer)
     if a.resume:
         run = RunDir(out).require()
         cfg = resume_config(RunConfig.from_dict(run.config()), cfg, explicit_flags(argv or [], build_parser()))

@@ -349,17 +349,17 @@ class Distiller:
         if self.averaged is None:
             yield
             return
-        learnable = self.distilled.learnable()
-        raw = {n: t.detach().clone() for n, t in learnable.items()}
-        with torch.no_grad():
-            for n, t in learnable.items():
-                t.copy_(self.averaged[n])
+        raw = {n: t.detach().clone() for n, t in self.distilled.learnable().items()}
+        self._set_learnable(self.averaged)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for n, t in learnable.items():
-                    t.copy_(raw[n])
+            self._set_learnable(raw)
+
+    def _set_learnable(self, values: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, t in self.distilled.learnable().items():
+                t.copy_(values[n])
 
     def _update_average(self) -> None:
         # warm-up: the first steps weigh more, so the average does not cling to the initialisation
@@ -464,9 +464,8 @@ class Distiller:
             # (the initialisation is seeded, so this is the run it would have been).
             self._truncate_metrics(0)
             return
+        self._set_learnable(loaded.learnable())
         with torch.no_grad():
-            for name, t in self.distilled.learnable().items():
-                t.copy_(loaded.learnable()[name])
             self.distilled.label_values.copy_(loaded.label_values)
         self.distilled.meta.update(loaded.meta)
         for group in self.optimizer.param_groups:
@@ -634,9 +633,7 @@ class Distiller:
             self.emit({"type": "error", "step": self.step, "message": str(exc)})
             return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
         if self.averaged is not None:   # what callers score after the loop is what the run saved: the average
-            with torch.no_grad():
-                for n, t in self.distilled.learnable().items():
-                    t.copy_(self.averaged[n])
+            self._set_learnable(self.averaged)
         summary = {"status": status, "step": self.step, "best": self.best,
                    "elapsed": time.perf_counter() - started, "cpu_seconds": round(self.cpu_seconds, 1)}
         if self.run is not None:

@@ -67,11 +67,16 @@ def cli_run_path(arg: str, roots: list[Path]) -> Path:
     return run_name_in(roots, arg)
 
 
-def cli_out_path(arg: str, runs_root: Path, resume: bool) -> Path:
+def cli_out_path(arg: str, runs_root: Path, resume: bool, check_contents: bool = True) -> Path:
     """`--out`: a bare name becomes a run inside the runs root; a path is taken as given, but a new run
     never writes into an existing directory that holds other things (`--out ~` or `--out /tmp` would
-    otherwise scatter config.json, metrics.jsonl and checkpoints/ among the user's files)."""
+    otherwise scatter config.json, metrics.jsonl and checkpoints/ among the user's files).
+
+    check_contents=False names the directory only: data-parallel ranks other than 0, which could see
+    rank 0's temporary files in the directory rank 0 is creating."""
     path = Path(arg) if _is_path(arg) else run_name_in([runs_root], arg)
+    if not check_contents:
+        return path
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {arg!r} is a file, not a run directory")
     if not resume and path.is_dir() and not (path / "config.json").exists() and any(path.iterdir()):
