@@ -44,6 +44,7 @@ class StudyRow:
     same_data: bool = True        # multi-step: the same sample every step, or step t uses the t-th sample
     outer_steps: int | None = None  # distilled rows: overrides the study's outer steps
     tag: str = ""                   # tells apart rows that differ only in budget ("long": the headline budget)
+    headline: bool = False          # distilled with the study's `seeds`; the other distilled rows with `other_seeds`
 
     @property
     def kind(self) -> str:
@@ -62,8 +63,13 @@ class StudyRow:
         return f"{self.task}-{name}" + (f"-{self.tag}" if self.tag else "")
 
 
+HEADLINE_TASKS = ("sst2",)   # the paper's lead table: its HL+AL and SL+AL rows get every distillation seed
+
+
 def _task_rows(task: str) -> list[StudyRow]:
-    return [StudyRow(task, "majority"), *(StudyRow(task, s) for s in ("HL+AL", "SL+AL", "HL", "SL")),
+    lead = task in HEADLINE_TASKS
+    return [StudyRow(task, "majority"),
+            *(StudyRow(task, s, headline=lead and s.endswith("+AL")) for s in ("HL+AL", "SL+AL", "HL", "SL")),
             StudyRow(task, "random-1-shot"), StudyRow(task, "random-1-shot-tuned"), StudyRow(task, "full")]
 
 
@@ -81,7 +87,7 @@ def _headline_rows(task: str, steps: int | None) -> list[StudyRow]:
     dev along the way: the time-to-accuracy figure's curves."""
     if not steps:
         return []
-    return [StudyRow(task, s, outer_steps=steps, tag="long") for s in ("HL+AL", "SL+AL")]
+    return [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
 
 
 PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
@@ -90,7 +96,7 @@ PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
     "paper-sst2": lambda c: (_task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps)
                              + _headline_rows("sst2", c.headline_outer_steps)),
     # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
-    "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL"), StudyRow("demo", "SL"),
+    "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL", headline=True), StudyRow("demo", "SL"),
                         StudyRow("demo", "random-1-shot"), StudyRow("demo", "random-1-shot-tuned"),
                         StudyRow("demo", "full")],
 }
@@ -121,7 +127,8 @@ class StudyConfig:
     learners: int = 100                 # fine-tunings per row (the paper's protocol)
     outer_steps: int = 300
     long_outer_steps: int | None = 150  # the T=10 row (each of its outer steps costs about 8 of T=1)
-    headline_outer_steps: int | None = 6000   # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none)
+    # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): about 55 CPU minutes a seed with one thread
+    headline_outer_steps: int | None = 4500
     run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
     seq_len: int | None = None          # None: the run preset's
     max_length: int | None = None       # real examples' tokens; None: the run preset's
@@ -135,9 +142,11 @@ class StudyConfig:
     full_epochs: float = 3.0
     full_learners: int = 3
     full_lr: float = 5e-5
-    seeds: int = 3                      # distillations per distilled row (the paper's protocol has one)
+    seeds: int = 3                      # distillations per headline row (the paper's protocol has one)
+    other_seeds: int = 1                # distillations per other distilled row
     kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
     curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long")   # validated on dev along the way
+    curve_learners: int = 10            # learners of each point of a curve row (its `best` is chosen on them)
     curve_points: int = 12              # dev validations of a curve row (the time-to-accuracy figure)
     only: tuple[str, ...] = ()          # keep rows whose key contains one of these
     threads: int | None = None
@@ -155,7 +164,7 @@ class StudyConfig:
         if self.run_preset not in RUN_PRESETS:
             raise UserError(f"unknown run preset {self.run_preset!r}; choose from {', '.join(RUN_PRESETS)}")
         for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length",
-                     "seeds", "full_learners"):
+                     "seeds", "other_seeds", "full_learners", "curve_learners"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         if not self.grid_outer_lr or not self.grid_inner_lr_init:
@@ -170,8 +179,9 @@ def plan(config: StudyConfig) -> list[StudyRow]:
     """The rows of the preset, filtered by `only`, in the order they run."""
     config.validate()
     rows = PRESETS[config.preset](config)
-    if config.only:
-        rows = [r for r in rows if any(o in r.key for o in config.only)]
+    if config.only:   # a whole key names that row alone (not its "-long" twin); a part names every row holding it
+        keys = {r.key for r in rows}
+        rows = [r for r in rows if any(o == r.key if o in keys else o in r.key for o in config.only)]
     return rows
 
 
@@ -343,22 +353,25 @@ class Study:
 
         c = self.config
         steps = row.outer_steps or c.outer_steps
-        per_seed, runs, cpu = [], [], 0.0
-        for k in range(c.seeds):
+        per_seed, runs, cpu, scored = [], [], 0.0, []
+        seeds = c.seeds if row.headline else c.other_seeds
+        for k in range(seeds):
             run_dir = self.out / "runs" / (row.key if k == 0 else f"{row.key}-seed{k}")
             cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
             cfg.distill.seed = k
             cfg.distill.eval_learners = c.grid_learners   # the run's own end-of-run check is on dev, and cheap
             if row.key in c.curve_rows:
                 cfg.distill.eval_every = max(1, steps // c.curve_points)
+                cfg.distill.eval_learners = c.curve_learners
             part = self.seed_part(self.out, run_dir.name, cfg)
             if part is None:
                 part = self._distill_seed(row, cfg, run_dir)
             per_seed.append(part["per_learner"])
             runs.append(run_dir.name)
+            scored.append(part.get("scored", {"checkpoint": "last"}))   # seeds of older studies
             cpu += part["cpu_seconds"]
         config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234,
-                  "distill_seeds": list(range(c.seeds)), "runs": runs}
+                  "distill_seeds": list(range(seeds)), "runs": runs, "scored": scored}
         pooled = summarize([r for rows in per_seed for r in rows])
         return {"metrics": pooled, "seeds": aggregate_seeds(per_seed), "cpu_seconds": round(cpu, 1)}, config
 
@@ -374,6 +387,7 @@ class Study:
     def _distill_seed(self, row: StudyRow, cfg, run_dir: Path) -> dict:
         """Distil one seed of a row (continuing its run from the last resume point when one is there,
         with the same config), score it on the evaluation split, and keep the result in results/seeds/."""
+        from .distilled import DistilledData
         from .distiller import Distiller, RunConfig
         from .evaluation import evaluate_distilled
         from .runs import RunDir
@@ -391,17 +405,25 @@ class Study:
         scoring = _Clock()
         if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
-        # the final scoring: all learners on the evaluation split (the run validated on dev)
-        result = evaluate_distilled(d.prep.learner, d.distilled, d.prep.eval, d.prep.task.spec.metrics,
-                                    self.eval_config())
+        # the final scoring: all learners on the evaluation split, of the checkpoint chosen on dev (the
+        # run's `best`, which is its last state when the run validated only at its end)
+        best = d.run.checkpoint("best")
+        if d.best is not None and d.best["step"] != d.step and best.exists():
+            data = DistilledData.load(best, device=d.prep.learner.device, dtype=d.prep.learner.dtype)
+            chosen = {"checkpoint": "best", "step": d.best["step"]}
+        else:
+            data, chosen = d.distilled, {"checkpoint": "last", "step": d.step}
+        chosen["dev"] = d.best["metrics"] if d.best is not None else None
+        result = evaluate_distilled(d.prep.learner, data, d.prep.eval, d.prep.task.spec.metrics, self.eval_config())
         part = {"run": run_dir.name, "config": cfg.to_dict(), "per_learner": result["per_learner"],
                 "metrics": result["metrics"], "distill_cpu_seconds": round(d.cpu_seconds, 1),
                 "cpu_seconds": round(d.cpu_seconds + scoring.read()[0], 1),
-                "split": d.prep.task.spec.eval_split}
+                "split": d.prep.task.spec.eval_split, "scored": chosen}
         write_json(self.out / "results" / "seeds" / f"{run_dir.name}.json", part)
-        # keep what the pages need: the last checkpoint, not its copies nor the resume state
+        # keep what the pages need: the last checkpoint and the scored one, not the copies nor the resume state
+        keep = {"last.safetensors", "best.safetensors" if chosen["checkpoint"] == "best" else ""}
         for path in d.run.checkpoints.iterdir():
-            if path.name != "last.safetensors":
+            if path.name not in keep:
                 path.unlink()
         d.run.state_path.unlink(missing_ok=True)
         return part
@@ -584,8 +606,13 @@ def add_parser(sub) -> None:
                    help="full-data row: exactly this many batches, one learner (default: to convergence on dev)")
     p.add_argument("--full-epochs", type=float, default=d.full_epochs, help="full-data row: at most this many epochs")
     p.add_argument("--full-learners", type=int, default=d.full_learners)
-    p.add_argument("--seeds", type=int, default=d.seeds, help="distillations per distilled row")
-    p.add_argument("--only", nargs="+", default=[], help="run only rows whose key contains one of these")
+    p.add_argument("--seeds", type=int, default=d.seeds,
+                   help="distillations per headline row (SST-2 HL+AL and SL+AL, and their '-long' rows)")
+    p.add_argument("--other-seeds", type=int, default=d.other_seeds, help="distillations per other distilled row")
+    p.add_argument("--curve-learners", type=int, default=d.curve_learners,
+                   help="learners of each dev validation of the curve rows (their best checkpoint is chosen on it)")
+    p.add_argument("--only", nargs="+", default=[],
+                   help="run only these rows: a whole key names that row, a part of a key every row holding it")
     p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
     p.add_argument("--report", action="store_true",
                    help="print the finished rows as a Markdown table beside the paper (nothing is run)")
@@ -605,6 +632,7 @@ def cmd_study(a) -> int:
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
+                         other_seeds=a.other_seeds, curve_learners=a.curve_learners,
                          only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,
                          address=a.address, cpus_per_row=a.cpus_per_row, gpus_per_row=a.gpus_per_row)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)

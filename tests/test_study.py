@@ -32,6 +32,13 @@ def test_the_paper_preset_covers_the_issue():
     assert [r.key for r in long] == list(StudyConfig().curve_rows) == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
     assert all(r.outer_steps == StudyConfig().headline_outer_steps for r in long)
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == ["mrpc-hl-al-1x1", "mrpc-hl-1x1"]
+    # a whole key names that row alone, not its "-long" twin
+    assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al-1x1",)))] == ["sst2-hl-al-1x1"]
+    assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al",)))] == [
+        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long"]
+    # the headline rows (3 seeds): SST-2 HL+AL and SL+AL, on both budgets
+    assert sorted(r.key for r in rows if r.headline) == [
+        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1", "sst2-sl-al-1x1-long"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -70,7 +77,7 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
                 "config"} <= set(r)
         acc = r["metrics"]["accuracy"]
         assert 0 <= acc["mean"] <= 100 and acc["std"] >= 0
-        seeds = StudyConfig().seeds if r["setting"] in ("HL+AL", "SL") else 1
+        seeds = {"HL+AL": StudyConfig().seeds, "SL": StudyConfig().other_seeds}.get(r["setting"], 1)
         assert acc["n"] == (1 if r["setting"] in ("majority", "full") else 2 * seeds)   # distilled: every seed's learners
         assert r["cpu_seconds"] >= 0
     grid = json.loads((out / "grid" / "demo.json").read_text())
@@ -81,14 +88,22 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
     for r in distilled:
         assert r["config"]["grid"] == grid["chosen"]
         assert r["config"]["distilled"]["inner_lr_init"] == grid["chosen"]["inner_lr_init"]
-        run = out / r["run"]
-        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.safetensors"]
-        assert not (run / "state.json").exists()
-        events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert {e["split"] for e in events if e["type"] == "eval"} == {"dev"}   # the runs select on dev only
-        assert r["seeds"]["accuracy"]["seeds"] == 3 and r["seeds"]["accuracy"]["learners"] == [2, 2, 2]
-        assert r["config"]["runs"] == [r["key"], f"{r['key']}-seed1", f"{r['key']}-seed2"]
+        for name, scored in zip(r["config"]["runs"], r["config"]["scored"]):
+            run = out / "runs" / name
+            kept = ["best.safetensors", "last.safetensors"] if scored["checkpoint"] == "best" else ["last.safetensors"]
+            assert sorted(p.name for p in (run / "checkpoints").iterdir()) == kept
+            assert not (run / "state.json").exists()
+            events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            evals = [e for e in events if e["type"] == "eval"]
+            assert {e["split"] for e in evals} == {"dev"}   # the runs select on dev only
+            best = max(evals, key=lambda e: e["metrics"]["accuracy"]["mean"])   # the first of equal scores
+            assert scored["step"] == best["step"] and scored["dev"] == best["metrics"]
+        # headline rows: every seed; the others: other_seeds
+        seeds = StudyConfig().seeds if r["setting"] == "HL+AL" else StudyConfig().other_seeds
+        assert r["seeds"]["accuracy"]["seeds"] == seeds and r["seeds"]["accuracy"]["learners"] == [2] * seeds
+        assert r["config"]["runs"] == [r["key"]] + [f"{r['key']}-seed{k}" for k in range(1, seeds)]
         assert r["seeds"]["accuracy"]["mean"] == pytest.approx(acc_of(r))     # equal learners: same mean
+    assert [r["seeds"]["accuracy"]["seeds"] for r in distilled] == [3, 1]
     tuned = next(r for r in summary if r["setting"] == "random-1-shot-tuned")
     losses = {float(k): v for k, v in tuned["config"]["dev_loss"].items()}
     assert tuned["config"]["lr"] == min(losses, key=losses.get) and tuned["config"]["tuned_on"] == "dev"
@@ -96,11 +111,28 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
     assert kshot["config"]["lr"] == grid["chosen"]["inner_lr_init"]
 
 
+def test_each_seed_is_scored_from_the_checkpoint_chosen_on_dev(smoke_study):
+    from distill_core.distilled import DistilledData
+    from distill_core.evaluation import evaluate_distilled
+
+    out, rows, _ = smoke_study
+    row = next(r for r in rows if r["setting"] == "HL+AL")
+    study = Study(StudyConfig(out=str(out), **TINY))
+    prep = study.prepared("demo")
+    for name, scored in zip(row["config"]["runs"], row["config"]["scored"]):
+        path = out / "runs" / name / "checkpoints" / f"{scored['checkpoint']}.safetensors"
+        data = DistilledData.load(path, device=prep.learner.device, dtype=prep.learner.dtype)
+        again = evaluate_distilled(prep.learner, data, prep.eval, prep.task.spec.metrics, study.eval_config())
+        part = json.loads((out / "results" / "seeds" / f"{name}.json").read_text())
+        assert part["split"] == prep.task.spec.eval_split
+        assert again["per_learner"] == part["per_learner"]
+
+
 def test_a_study_resumes_and_rebuilds_a_row_from_its_finished_seeds(smoke_study):
     out, rows, _ = smoke_study
     before = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     # interrupted after its last seed was scored: the seeds are kept, the row's file is missing
-    victim = next(r for r in rows if r["setting"] == "SL")
+    victim = next(r for r in rows if r["setting"] == "HL+AL")   # the row of three seeds
     (out / "results" / f"{victim['key']}.json").unlink()
     run_metrics = {name: (out / "runs" / name / "metrics.jsonl").stat().st_mtime_ns for name in victim["config"]["runs"]}
     log: list[str] = []
@@ -252,7 +284,7 @@ def test_a_row_killed_mid_seed_continues_from_its_resume_point(tmp_path, monkeyp
 
     monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
     monkeypatch.setitem(presets.PRESETS["cpu"]["distill"], "save_every_minutes", 1e-9)   # a resume point per step
-    tiny = {**TINY, "outer_steps": 6, "seeds": 2, "only": ("demo-sl",)}
+    tiny = {**TINY, "outer_steps": 6, "other_seeds": 2, "only": ("demo-sl",)}   # demo SL: not a headline row
 
     class Killed(Exception):
         pass
