@@ -337,7 +337,8 @@ class Study:
         cpu, wall = clock.read()
         if "cpu_seconds" in res:   # distilled rows: the time behind every seed, in this session or earlier ones
             cpu = res["cpu_seconds"]
-        result = {"key": row.key, "task": row.task, "setting": row.setting, "preset": self.config.run_preset,
+        result = {"key": row.key, "task": row.task, "setting": row.setting, "tag": row.tag,
+                  "preset": self.config.run_preset,
                   "samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                   "same_data": row.same_data, "metrics": res["metrics"], "cpu_seconds": cpu,
                   "wall_seconds": wall, **extra, "eval_rows": len(prep.eval), "config": config,

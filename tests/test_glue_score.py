@@ -39,3 +39,20 @@ def test_the_results_table_shows_the_papers_metric_beside_the_paper():
     frame = results_frame(rows)
     assert list(frame["ours, paper's metric"]) == ["75.0", "80.0 ± 1.0"]
     assert glue_score(rows[0]["metrics"])["mean"] == 75.0 and list(frame["paper (BERT-base)"]) == ["76.4", "90.1"]
+
+
+def test_the_results_table_gives_the_spread_across_distillation_seeds_in_the_papers_metric():
+    from distill_core.evaluation import aggregate_seeds
+
+    # two seeds of two learners each: per-seed GLUE means 75 and 79, so 77 ± 2.83 (sample std) across seeds
+    per_seed = [[{"accuracy": 70.0, "f1": 80.0, "glue": 75.0}, {"accuracy": 70.0, "f1": 80.0, "glue": 75.0}],
+                [{"accuracy": 74.0, "f1": 84.0, "glue": 79.0}, {"accuracy": 74.0, "f1": 84.0, "glue": 79.0}]]
+    mrpc = {"task": "mrpc", "setting": "SL+AL", "seeds": aggregate_seeds(per_seed),
+            "metrics": {"accuracy": {"mean": 72.0, "std": 2.0, "n": 4}, "f1": {"mean": 82.0, "std": 2.0, "n": 4},
+                        "glue": {"mean": 77.0, "std": 2.0, "n": 4}}}
+    once = {"task": "sst2", "setting": "HL", "seeds": aggregate_seeds(per_seed[:1]),
+            "metrics": {"accuracy": {"mean": 70.0, "std": 0.0, "n": 2}}}
+    long = {"task": "sst2", "setting": "HL+AL", "tag": "long", "metrics": {"accuracy": {"mean": 80.0, "std": 1.0, "n": 3}}}
+    frame = results_frame([mrpc, once, long])
+    assert list(frame["across seeds"]) == ["77.0 ± 2.8 (2 seeds)", "", ""]
+    assert list(frame["setting"]) == ["SL+AL", "HL", "HL+AL (long)"]

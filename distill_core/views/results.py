@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["PAPER", "PAPER_METRIC", "glue_score", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
+__all__ = ["PAPER", "PAPER_METRIC", "across_seeds", "glue_score", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
            "time_to_accuracy_figure"]
 
 # METHOD.md "Published results" (BERT-base-uncased, mean over 100 fine-tunings; accuracy %, but MRPC's
@@ -36,11 +36,13 @@ def paper_value(row: dict) -> float | None:
 
 
 def row_label(row: dict) -> str:
-    """'HL+AL', or 'SL+AL 3×3 diff' where the shape is not one sample, one step."""
+    """'HL+AL', or 'SL+AL 3×3 diff' where the shape is not one sample, one step; a budget tag in brackets
+    ('HL+AL (long)')."""
     spc, t = row.get("samples_per_class", 1), row.get("inner_steps", 1)
+    tag = f" ({row['tag']})" if row.get("tag") else ""
     if row["setting"] in _SINGLE or (spc, t) == (1, 1):
-        return row["setting"]
-    return f"{row['setting']} {spc}×{t} {'same' if row.get('same_data', True) else 'diff'}"
+        return row["setting"] + tag
+    return f"{row['setting']} {spc}×{t} {'same' if row.get('same_data', True) else 'diff'}" + tag
 
 
 PAPER_METRIC = {"mrpc": "glue", "qqp": "glue"}   # the paper's column per task (default: accuracy)
@@ -62,18 +64,30 @@ def format_score(metric: dict | None) -> str:
     return f"{metric['mean']:.1f}" if metric.get("n", 1) == 1 else f"{metric['mean']:.1f} ± {metric['std']:.1f}"
 
 
+def across_seeds(row: dict) -> str:
+    """The paper's metric across distillation seeds: mean ± std (sample std) of the per-seed learner means,
+    with the number of seeds; '' for rows distilled once or not distilled."""
+    metric = PAPER_METRIC.get(row["task"], "accuracy")
+    seeds = (row.get("seeds") or {}).get(metric)
+    if not seeds or seeds.get("seeds", 1) < 2:
+        return ""
+    return f"{seeds['mean']:.1f} ± {seeds['std']:.1f} ({seeds['seeds']} seeds)"
+
+
 def results_frame(rows: list[dict]) -> pd.DataFrame:
-    """One line per row: task, setting, ours (accuracy, and F1 where reported), paper, n, CPU time, run."""
+    """One line per row: task, setting, ours (accuracy, and F1 where reported), across seeds, paper, n,
+    CPU time, run. The ± of a score is the learners' std (pooled over seeds); `across seeds` is the seeds'."""
     out = []
     for r in rows:
         m = r.get("metrics", {})
         paper = paper_value(r)
         glue = glue_score(m) if "f1" in m else None
         ours = glue if PAPER_METRIC.get(r["task"]) == "glue" else m.get("accuracy")
-        out.append({"task": r["task"], "setting": row_label(r), "accuracy": format_score(m.get("accuracy")),
+        out.append({"task": r["task"], "setting": row_label(r),
+                    "accuracy": format_score(m.get("accuracy")),
                     "f1": format_score(m.get("f1")) if "f1" in m else "",
                     "GLUE score": format_score(glue) if glue else "",
-                    "ours, paper's metric": format_score(ours),
+                    "ours, paper's metric": format_score(ours), "across seeds": across_seeds(r),
                     "paper (BERT-base)": "–" if paper is None else f"{paper:.1f}",
                     "n": (m.get("accuracy") or {}).get("n"),
                     "CPU min": round(r.get("cpu_seconds", 0) / 60, 1), "run": r.get("run") or ""})
