@@ -331,18 +331,23 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
                                 encoded_eval: EncodedSplit, metrics: tuple[str, ...], epochs: float = 3.0,
                                 batch_size: int = 32, lr: float = 5e-5, learners: int = 3, check_every: int = 200,
                                 patience: int = 3, warmup_ratio: float = 0.1, seed: int = 0,
-                                progress: Progress | None = None) -> dict:
+                                progress: Progress | None = None, finished: list[dict] | None = None,
+                                on_learner: Callable[[int, dict], None] | None = None) -> dict:
     """Full-data fine-tuning to convergence: up to `epochs`, dev-checked every `check_every` batches, stopped
     after `patience` checks without a better dev score; the best-on-dev weights are scored on the
-    evaluation split. Several learners (seeds seed..seed+n-1); reports epochs, steps and time."""
+    evaluation split. Several learners (seeds seed..seed+n-1); reports epochs, steps and time.
+
+    `finished`: learners 0..k-1 done earlier ({"scores", "run"} each, as given to `on_learner`), which are
+    kept, not trained again: an interrupted baseline resumes learner by learner."""
     if epochs <= 0 or learners < 1 or check_every < 1 or patience < 1:
         raise UserError("epochs must be > 0 and learners, check_every and patience >= 1")
     steps = max(1, math.ceil(epochs * len(encoded_train) / batch_size))
     primary = metrics[0]
     dev_labels, eval_labels = encoded_dev.labels.numpy(), encoded_eval.labels.numpy()
     dev_batches = eval_batches(learner, encoded_dev, EvalConfig().max_tokens)
-    rows, runs = [], []
-    for i in range(learners):
+    earlier = list(finished or [])[:learners]
+    rows, runs = [p["scores"] for p in earlier], [p["run"] for p in earlier]
+    for i in range(len(earlier), learners):
         t0, cpu0, best, best_step, bad, ran = time.perf_counter(), time.process_time(), None, 0, 0, 0
         curve = []      # dev score against training time (the time-to-accuracy figure's full-data line)
         for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed + i):
@@ -363,7 +368,9 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
         rows.append(compute_metrics(predict(learner, best[1], encoded_eval), eval_labels, metrics))
         runs.append({"best_step": best_step, "steps": ran, "epochs": ran * batch_size / len(encoded_train),
                      "dev": best[0], "seconds": time.perf_counter() - t0, "stopped_early": ran < steps,
-                     "curve": curve})
+                     "cpu_seconds": round(time.process_time() - cpu0, 1), "curve": curve})
+        if on_learner is not None:
+            on_learner(i, {"scores": rows[-1], "run": runs[-1]})
         if progress is not None:
             progress(i + 1, learners)
     return {"metrics": summarize(rows), "per_learner": rows, "learners": runs, "selected_on": "dev",

@@ -298,8 +298,25 @@ class Study:
             res = majority_baseline(prep.task.train.labels, prep.eval, spec.metrics, spec.num_labels)
             config = {"majority_label": res["majority_label"]}
         elif row.kind == "full" and c.full_steps is None:
+            # each learner is kept in results/seeds/ as it finishes: an interrupted row resumes learner by learner
+            setup = {"epochs": c.full_epochs, "lr": c.full_lr, "batch_size": 32, "eval_rows": len(prep.eval)}
+            parts = []
+            for i in range(c.full_learners):
+                path = self.out / "results" / "seeds" / f"{row.key}-learner{i}.json"
+                part = read_json(path) if path.exists() else None
+                if part is None or part.get("setup") != setup:
+                    break
+                parts.append(part)
+
+            def keep(i: int, part: dict) -> None:
+                write_json(self.out / "results" / "seeds" / f"{row.key}-learner{i}.json", {**part, "setup": setup})
+
             res = converged_finetune_baseline(prep.learner, prep.train, prep.selection, prep.eval, spec.metrics,
-                                              epochs=c.full_epochs, lr=c.full_lr, learners=c.full_learners)
+                                              epochs=c.full_epochs, lr=c.full_lr, learners=c.full_learners,
+                                              finished=parts, on_learner=keep)
+            if parts:
+                self.log(f"  {row.key}: {len(parts)} learner(s) kept from an earlier run")
+                res["cpu_seconds"] = round(sum(r.get("cpu_seconds", 0.0) for r in res["learners"]), 1)
             config = {"max_epochs": c.full_epochs, "epochs": res["epochs"], "lr": c.full_lr, "batch_size": 32,
                       "optimizer": "adamw", "schedule": "linear, 10% warm-up", "learners": c.full_learners,
                       "selected_on": prep.selection_name, "per_learner": res["learners"]}

@@ -75,3 +75,15 @@ def test_full_data_fine_tuning_selects_on_dev_stops_early_and_reports_epochs(bun
         assert run["stopped_early"] == (run["steps"] < total)
         # patience 1: a stop comes at the first check after the best one
         assert not run["stopped_early"] or run["steps"] == run["best_step"] + 3
+    # interrupted after learner 0: a re-run keeps it and trains only learner 1, to the same scores
+    kept: list[dict] = []
+    first = converged_finetune_baseline(bundled, prep.train, prep.dev, prep.eval, prep.task.spec.metrics, epochs=2.0,
+                                        batch_size=16, learners=1, check_every=3, patience=1,
+                                        on_learner=lambda i, part: kept.append(part))
+    assert len(kept) == 1 and kept[0]["scores"] == first["per_learner"][0] == res["per_learner"][0]
+    trained: list[int] = []
+    resumed = converged_finetune_baseline(bundled, prep.train, prep.dev, prep.eval, prep.task.spec.metrics,
+                                          epochs=2.0, batch_size=16, learners=2, check_every=3, patience=1,
+                                          finished=kept, on_learner=lambda i, part: trained.append(i))
+    assert trained == [1] and resumed["per_learner"] == res["per_learner"]
+    assert resumed["learners"][0] == kept[0]["run"]
