@@ -310,6 +310,8 @@ class Study:
 
             def keep(i: int, part: dict) -> None:
                 write_json(self.out / "results" / "seeds" / f"{row.key}-learner{i}.json", {**part, "setup": setup})
+                self.log(f"  {row.key}: learner {i + 1}/{c.full_learners} done, {part['run']['epochs']:.2f} epochs, "
+                         f"dev {part['run']['dev']:.2f} ({part['run']['seconds']:.0f} s)")
 
             res = converged_finetune_baseline(prep.learner, prep.train, prep.selection, prep.eval, spec.metrics,
                                               epochs=c.full_epochs, lr=c.full_lr, learners=c.full_learners,
