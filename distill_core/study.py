@@ -148,7 +148,7 @@ class StudyConfig:
     curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long")   # validated on dev along the way
     curve_learners: int = 10            # learners of each point of a curve row (its `best` is chosen on them)
     curve_points: int = 12              # dev validations of a curve row (the time-to-accuracy figure)
-    only: tuple[str, ...] = ()          # keep rows whose key contains one of these
+    only: tuple[str, ...] = ()          # keep these rows: a whole key names that row, a part every row holding it
     threads: int | None = None
     device: str = "auto"
     executor: str = "local"             # local: rows one after another | ray: rows as Ray tasks, in parallel
@@ -302,14 +302,13 @@ class Study:
             setup = {"epochs": c.full_epochs, "lr": c.full_lr, "batch_size": 32, "eval_rows": len(prep.eval)}
             parts = []
             for i in range(c.full_learners):
-                path = self.out / "results" / "seeds" / f"{row.key}-learner{i}.json"
-                part = read_json(path) if path.exists() else None
-                if part is None or part.get("setup") != setup:
+                part = self.seed_part(self.out, f"{row.key}-learner{i}", setup)
+                if part is None:
                     break
                 parts.append(part)
 
             def keep(i: int, part: dict) -> None:
-                write_json(self.out / "results" / "seeds" / f"{row.key}-learner{i}.json", {**part, "setup": setup})
+                write_json(self.part_path(self.out, f"{row.key}-learner{i}"), {**part, "config": setup})
                 self.log(f"  {row.key}: learner {i + 1}/{c.full_learners} done, {part['run']['epochs']:.2f} epochs, "
                          f"dev {part['run']['dev']:.2f} ({part['run']['seconds']:.0f} s)")
 
@@ -318,7 +317,8 @@ class Study:
                                               finished=parts, on_learner=keep)
             if parts:
                 self.log(f"  {row.key}: {len(parts)} learner(s) kept from an earlier run")
-                res["cpu_seconds"] = round(sum(r.get("cpu_seconds", 0.0) for r in res["learners"]), 1)
+            # the time behind every learner, in this session or earlier ones
+            res["cpu_seconds"] = round(sum(r["cpu_seconds"] for r in res["learners"]), 1)
             config = {"max_epochs": c.full_epochs, "epochs": res["epochs"], "lr": c.full_lr, "batch_size": 32,
                       "optimizer": "adamw", "schedule": "linear, 10% warm-up", "learners": c.full_learners,
                       "selected_on": prep.selection_name, "per_learner": res["learners"]}
@@ -383,7 +383,7 @@ class Study:
             if row.key in c.curve_rows:
                 cfg.distill.eval_every = max(1, steps // c.curve_points)
                 cfg.distill.eval_learners = c.curve_learners
-            part = self.seed_part(self.out, run_dir.name, cfg)
+            part = self.seed_part(self.out, run_dir.name, cfg.to_dict())
             if part is None:
                 part = self._distill_seed(row, cfg, run_dir)
             per_seed.append(part["per_learner"])
@@ -396,13 +396,19 @@ class Study:
         return {"metrics": pooled, "seeds": aggregate_seeds(per_seed), "cpu_seconds": round(cpu, 1)}, config
 
     @staticmethod
-    def seed_part(out: Path, name: str, cfg) -> dict | None:
-        """A seed finished earlier (distilled and scored) with this very config, else None."""
-        path = out / "results" / "seeds" / f"{name}.json"
+    def part_path(out: Path, name: str) -> Path:
+        """Where one finished part of a row is kept: a distilled seed, or a full-data learner."""
+        return out / "results" / "seeds" / f"{name}.json"
+
+    @classmethod
+    def seed_part(cls, out: Path, name: str, config: dict) -> dict | None:
+        """A part finished earlier (a seed distilled and scored, a learner fine-tuned and scored) with
+        this very config, else None."""
+        path = cls.part_path(out, name)
         if not path.exists():
             return None
         part = read_json(path)
-        return part if part.get("config") == cfg.to_dict() else None
+        return part if part.get("config") == config else None
 
     def _distill_seed(self, row: StudyRow, cfg, run_dir: Path) -> dict:
         """Distil one seed of a row (continuing its run from the last resume point when one is there,
@@ -439,9 +445,9 @@ class Study:
                 "metrics": result["metrics"], "distill_cpu_seconds": round(d.cpu_seconds, 1),
                 "cpu_seconds": round(d.cpu_seconds + scoring.read()[0], 1),
                 "split": d.prep.task.spec.eval_split, "scored": chosen}
-        write_json(self.out / "results" / "seeds" / f"{run_dir.name}.json", part)
+        write_json(self.part_path(self.out, run_dir.name), part)
         # keep what the pages need: the last checkpoint and the scored one, not the copies nor the resume state
-        keep = {"last.safetensors", "best.safetensors" if chosen["checkpoint"] == "best" else ""}
+        keep = {"last.safetensors", f"{chosen['checkpoint']}.safetensors"}
         for path in d.run.checkpoints.iterdir():
             if path.name not in keep:
                 path.unlink()
