@@ -596,12 +596,14 @@ def _cmd_inspect(a) -> int:
     return 0
 
 
-def _print_study_report(out: Path) -> int:
-    """`study --report`: the finished rows as the Markdown table beside the paper, and the CPU time."""
+def _print_study_report(out: Path, against: Path | None = None) -> int:
+    """`study --report [--against DIR]`: the finished rows as the Markdown table beside the paper (and an
+    earlier study), and the CPU time."""
     from .study import cpu_hours, load_summary
     from .views.results import markdown_table
 
-    print(markdown_table(load_summary(out / "summary.json")))
+    previous = load_summary(against / "summary.json") if against is not None else None
+    print(markdown_table(load_summary(out / "summary.json"), previous))
     rows, grids = cpu_hours(out)
     print(f"\nCPU time: rows {rows:.2f} h, learning-rate pilots {grids:.2f} h, total {rows + grids:.2f} h")
     return 0
@@ -619,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return handler(args)
         except ReportRequested as report:
-            return _print_study_report(report.out)
+            return _print_study_report(report.out, report.against)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -107,9 +107,9 @@ PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
 class ReportRequested(Exception):
     """`study --report`: the command line formats the finished rows (views live outside the engine)."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, against: Path | None = None):
         super().__init__(str(out))
-        self.out = out
+        self.out, self.against = out, against
 
 
 def cpu_hours(out: Path) -> tuple[float, float]:
@@ -644,6 +644,8 @@ def add_parser(sub) -> None:
     p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
     p.add_argument("--report", action="store_true",
                    help="print the finished rows as a Markdown table beside the paper (nothing is run)")
+    p.add_argument("--against", metavar="DIR",
+                   help="with --report: an earlier study directory whose score of each row goes beside ours")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--executor", choices=["local", "ray"], default=d.executor,
@@ -664,7 +666,7 @@ def cmd_study(a) -> int:
                          only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,
                          address=a.address, cpus_per_row=a.cpus_per_row, gpus_per_row=a.gpus_per_row)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)
-        raise ReportRequested(Path(config.out))
+        raise ReportRequested(Path(config.out), Path(a.against) if a.against else None)
     if a.list:
         study = Study(config)
         for row in plan(config):

@@ -56,3 +56,25 @@ def test_the_results_table_gives_the_spread_across_distillation_seeds_in_the_pap
     frame = results_frame([mrpc, once, long])
     assert list(frame["across seeds"]) == ["77.0 ± 2.8 (2 seeds)", "", ""]
     assert list(frame["setting"]) == ["SL+AL", "HL", "HL+AL (long)"]
+
+
+def test_the_before_after_table_puts_the_same_row_of_an_earlier_study_beside_ours():
+    from distill_core.evaluation import aggregate_seeds
+
+    acc = lambda mean: {"accuracy": {"mean": mean, "std": 1.0, "n": 100}}   # noqa: E731
+    ours = [{"task": "sst2", "setting": "HL+AL", "metrics": acc(76.0)},
+            {"task": "sst2", "setting": "HL+AL", "tag": "long", "metrics": acc(81.0)},
+            {"task": "sst2", "setting": "SL+AL", "samples_per_class": 3, "inner_steps": 3, "same_data": False,
+             "metrics": acc(78.0)},
+            {"task": "mrpc", "setting": "SL+AL", "metrics": {"accuracy": {"mean": 70.0, "std": 1.0, "n": 100},
+                                                            "f1": {"mean": 80.0, "std": 1.0, "n": 100}}}]
+    per_seed = [[{"accuracy": 72.0}], [{"accuracy": 76.0}]]
+    earlier = [{"task": "sst2", "setting": "HL+AL", "metrics": acc(74.3), "seeds": aggregate_seeds(per_seed)},
+               {"task": "sst2", "setting": "SL+AL", "samples_per_class": 3, "inner_steps": 3, "same_data": True,
+                "metrics": acc(60.0)},       # same shape, other data rule: another row
+               {"task": "mrpc", "setting": "SL+AL", "metrics": {"accuracy": {"mean": 68.0, "std": 1.0, "n": 100},
+                                                               "f1": {"mean": 81.0, "std": 1.0, "n": 100}}}]
+    frame = results_frame(ours, earlier)
+    # across seeds where the earlier row had several (74 ± 2.8), "–" where it had no such row, GLUE for MRPC
+    assert list(frame["previous study"]) == ["74.0 ± 2.8 (2 seeds)", "–", "–", "74.5"]
+    assert "previous study" not in results_frame(ours).columns

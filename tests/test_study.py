@@ -273,6 +273,11 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
     assert main(["study", "--out", str(out), "--report"]) == 0
     report = capsys.readouterr().out
     assert report.startswith("| task | setting | accuracy |") and "CPU time: rows" in report
+    assert main(["study", "--out", str(out), "--report", "--against", str(out)]) == 0   # before/after
+    head, _, *lines = [[c.strip() for c in line.strip("|").split("|")]
+                       for line in capsys.readouterr().out.split("\n\n")[0].splitlines()]
+    ours, seeds, previous = (head.index(c) for c in ("ours, paper's metric", "across seeds", "previous study"))
+    assert len(lines) == len(rows) and all(line[previous] == (line[seeds] or line[ours]) for line in lines)
     assert main(["study", "--out", str(tmp_path), "--report"]) == 2
     assert f"file not found: {tmp_path / 'summary.json'}" in capsys.readouterr().err
 

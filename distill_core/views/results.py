@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["PAPER", "PAPER_METRIC", "across_seeds", "glue_score", "paper_value", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
+__all__ = ["PAPER", "PAPER_METRIC", "across_seeds", "glue_score", "paper_value", "previous_score", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
            "time_to_accuracy_figure"]
 
 # METHOD.md "Published results" (BERT-base-uncased, mean over 100 fine-tunings; accuracy %, but MRPC's
@@ -74,21 +74,43 @@ def across_seeds(row: dict) -> str:
     return f"{seeds['mean']:.1f} ± {seeds['std']:.1f} ({seeds['seeds']} seeds)"
 
 
-def results_frame(rows: list[dict]) -> pd.DataFrame:
-    """One line per row: task, setting, ours (accuracy, and F1 where reported), across seeds, paper, n,
-    CPU time, run. The ± of a score is the learners' std (pooled over seeds); `across seeds` is the seeds'."""
+def _paper_metric_score(row: dict) -> dict | None:
+    """A row's score in its task's paper column: accuracy, or the GLUE score (MRPC)."""
+    m = row.get("metrics", {})
+    return (glue_score(m) if "f1" in m else None) if PAPER_METRIC.get(row["task"]) == "glue" else m.get("accuracy")
+
+
+def _row_key(row: dict) -> tuple:
+    """What makes two studies' rows the same row: task, setting, shape and budget tag."""
+    return (row["task"], row["setting"], row.get("samples_per_class", 1), row.get("inner_steps", 1),
+            bool(row.get("same_data", True)), row.get("tag", ""))
+
+
+def previous_score(row: dict, previous: list[dict]) -> str:
+    """The same row of an earlier study in the paper's metric (across seeds where it had several), '–' if none."""
+    match = next((p for p in previous if _row_key(p) == _row_key(row)), None)
+    if match is None:
+        return "–"
+    return across_seeds(match) or format_score(_paper_metric_score(match))
+
+
+def results_frame(rows: list[dict], previous: list[dict] | None = None) -> pd.DataFrame:
+    """One line per row: task, setting, ours (accuracy, and F1 where reported), across seeds, an earlier
+    study's score of the row (when `previous` is given), paper, n, CPU time, run. The ± of a score is the
+    learners' std (pooled over seeds); `across seeds` is the seeds'."""
     out = []
     for r in rows:
         m = r.get("metrics", {})
         paper = paper_value(r)
         glue = glue_score(m) if "f1" in m else None
-        ours = glue if PAPER_METRIC.get(r["task"]) == "glue" else m.get("accuracy")
-        out.append({"task": r["task"], "setting": row_label(r),
-                    "accuracy": format_score(m.get("accuracy")),
-                    "f1": format_score(m.get("f1")) if "f1" in m else "",
-                    "GLUE score": format_score(glue) if glue else "",
-                    "ours, paper's metric": format_score(ours), "across seeds": across_seeds(r),
-                    "paper (BERT-base)": "–" if paper is None else f"{paper:.1f}",
+        line = {"task": r["task"], "setting": row_label(r),
+                "accuracy": format_score(m.get("accuracy")),
+                "f1": format_score(m.get("f1")) if "f1" in m else "",
+                "GLUE score": format_score(glue) if glue else "",
+                "ours, paper's metric": format_score(_paper_metric_score(r)), "across seeds": across_seeds(r)}
+        if previous is not None:
+            line["previous study"] = previous_score(r, previous)
+        out.append({**line, "paper (BERT-base)": "–" if paper is None else f"{paper:.1f}",
                     "n": (m.get("accuracy") or {}).get("n"),
                     "CPU min": round(r.get("cpu_seconds", 0) / 60, 1), "run": r.get("run") or ""})
     return pd.DataFrame(out)
@@ -118,9 +140,10 @@ def results_figure(rows: list[dict], task: str, metric: str = "accuracy") -> go.
     return fig
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The results as a Markdown table (docs/REPRODUCTION.md is written from this)."""
-    frame = results_frame(rows).drop(columns=["run"])
+def markdown_table(rows: list[dict], previous: list[dict] | None = None) -> str:
+    """The results as a Markdown table (docs/REPRODUCTION.md is written from this), with an earlier
+    study's score of each row beside ours when `previous` is given."""
+    frame = results_frame(rows, previous).drop(columns=["run"])
     head = "| " + " | ".join(frame.columns) + " |"
     sep = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join("" if v is None else str(v) for v in line) + " |" for line in frame.itertuples(index=False)]
