@@ -78,3 +78,23 @@ def test_the_before_after_table_puts_the_same_row_of_an_earlier_study_beside_our
     # across seeds where the earlier row had several (74 ± 2.8), "–" where it had no such row, GLUE for MRPC
     assert list(frame["previous study"]) == ["74.0 ± 2.8 (2 seeds)", "–", "–", "74.5"]
     assert "previous study" not in results_frame(ours).columns
+
+
+def test_the_results_table_says_what_the_dev_split_chose_for_each_row():
+    from distill_core.views.results import chosen_on_dev
+
+    acc = {"accuracy": {"mean": 80.0, "std": 1.0, "n": 100}}
+    distilled = {"task": "sst2", "setting": "HL+AL", "metrics": acc, "config": {
+        "grid": {"outer_lr": 0.03, "inner_lr_init": 0.3},
+        "scored": [{"checkpoint": "best", "step": 2625}, {"checkpoint": "last", "step": 4500}]}}
+    tuned = {"task": "sst2", "setting": "random-1-shot-tuned", "metrics": acc,
+             "config": {"lr": 0.01, "grid": [0.01, 0.1, 1.0]}}
+    plain = {"task": "sst2", "setting": "random-1-shot", "metrics": acc, "config": {"lr": 0.3, "lr_from": "grid"}}
+    full = {"task": "sst2", "setting": "full", "metrics": acc,
+            "config": {"per_learner": [{"epochs": 1.47}, {"epochs": 0.98}, {"epochs": 2.06}]}}
+    assert [chosen_on_dev(r) for r in (distilled, tuned, plain, full)] == [
+        "outer lr 0.03, inner-lr init 0.3; best-on-dev checkpoints (steps 2625, 4500)",
+        "inner lr 0.01 of 0.01, 0.1, 1", "inner lr 0.3, the distilled rows' init",
+        "stopped on dev after 1.0-2.1 epochs"]
+    assert chosen_on_dev({"task": "sst2", "setting": "majority", "metrics": acc}) == ""
+    assert list(results_frame([distilled, full])["chosen on dev"]) == [chosen_on_dev(distilled), chosen_on_dev(full)]

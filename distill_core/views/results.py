@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["PAPER", "PAPER_METRIC", "across_seeds", "glue_score", "paper_value", "previous_score", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
+__all__ = ["PAPER", "PAPER_METRIC", "across_seeds", "chosen_on_dev", "glue_score", "paper_value", "previous_score", "row_label", "format_score", "results_frame", "results_figure", "markdown_table",
            "time_to_accuracy_figure"]
 
 # METHOD.md "Published results" (BERT-base-uncased, mean over 100 fine-tunings; accuracy %, but MRPC's
@@ -86,6 +86,32 @@ def _row_key(row: dict) -> tuple:
             bool(row.get("same_data", True)), row.get("tag", ""))
 
 
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def chosen_on_dev(row: dict) -> str:
+    """What the selection split decided for a row, in a few words: the grid's lrs and the scored
+    checkpoint of distilled rows, the tuned k-shot lr, the full-data epochs; '' where nothing was chosen."""
+    c = row.get("config") or {}
+    if row["setting"] == "full" and c.get("per_learner"):
+        epochs = [l["epochs"] for l in c["per_learner"]]
+        return f"stopped on dev after {min(epochs):.1f}-{max(epochs):.1f} epochs"
+    if row["setting"].endswith("-tuned") and "lr" in c:
+        return f"inner lr {_num(c['lr'])} of {', '.join(_num(v) for v in c.get('grid', []))}"
+    if row["setting"].startswith("random-") and "lr_from" in c:
+        return f"inner lr {_num(c['lr'])}, the distilled rows' init"
+    grid = c.get("grid")
+    if isinstance(grid, dict) and "outer_lr" in grid:
+        text = f"outer lr {_num(grid['outer_lr'])}, inner-lr init {_num(grid['inner_lr_init'])}"
+        picked = [s.get("checkpoint") for s in c.get("scored") or []]
+        if "best" in picked:
+            steps = ", ".join(str(s["step"]) for s in c["scored"])
+            text += f"; best-on-dev checkpoints (steps {steps})"
+        return text
+    return ""
+
+
 def previous_score(row: dict, previous: list[dict]) -> str:
     """The same row of an earlier study in the paper's metric (across seeds where it had several), '–' if none."""
     match = next((p for p in previous if _row_key(p) == _row_key(row)), None)
@@ -95,7 +121,8 @@ def previous_score(row: dict, previous: list[dict]) -> str:
 
 
 def results_frame(rows: list[dict], previous: list[dict] | None = None) -> pd.DataFrame:
-    """One line per row: task, setting, ours (accuracy, and F1 where reported), across seeds, an earlier
+    """One line per row: task, setting, ours (accuracy, and F1 where reported), across seeds, what the dev
+    split chose, an earlier
     study's score of the row (when `previous` is given), paper, n, CPU time, run. The ± of a score is the
     learners' std (pooled over seeds); `across seeds` is the seeds'."""
     out = []
@@ -107,7 +134,8 @@ def results_frame(rows: list[dict], previous: list[dict] | None = None) -> pd.Da
                 "accuracy": format_score(m.get("accuracy")),
                 "f1": format_score(m.get("f1")) if "f1" in m else "",
                 "GLUE score": format_score(glue) if glue else "",
-                "ours, paper's metric": format_score(_paper_metric_score(r)), "across seeds": across_seeds(r)}
+                "ours, paper's metric": format_score(_paper_metric_score(r)), "across seeds": across_seeds(r),
+                "chosen on dev": chosen_on_dev(r)}
         if previous is not None:
             line["previous study"] = previous_score(r, previous)
         out.append({**line, "paper (BERT-base)": "–" if paper is None else f"{paper:.1f}",
