@@ -141,7 +141,7 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
         c[2].metric("ETA", clock(snap.eta if snap and snap.running else None),
                     help="remaining steps at the median of the last 30 step times, plus the evaluations to come")
         c[3].metric("Real-data loss", "–" if n["real_loss"] is None else f"{n['real_loss']:.3f}")
-        c[4].metric("Inner lr", "–" if n["inner_lrs"] is None else ", ".join(f"{x:.3g}" for x in n["inner_lrs"]))
+        c[4].metric("Inner lr", "–" if n["inner_lrs"] is None else curves.format_inner_lrs(n["inner_lrs"], n["inner_lr_groups"]))
         c[5].metric(n["metric"].capitalize(), "–" if n["score"] is None else
                     f"{n['score']['mean']:.1f} ± {n['score']['std']:.1f}",
                     help=None if n["score_step"] is None else f"at step {n['score_step']}")

@@ -9,7 +9,16 @@ import json
 import sys
 from pathlib import Path
 
+from distill_core.views.curves import format_inner_lrs
+
 GROUPS = {"1x1": "one step, 1,200 hypergradients", "ms": "multi-step, 600 outer steps (T=10: 300)"}
+
+
+def _lrs(lrs: list, groups: list[str] | None) -> str:
+    """The first three learned lrs (one per step), or the last step's per group ('encoder 0.1, head 2.4')."""
+    if lrs and isinstance(lrs[0], list):
+        return format_inner_lrs(lrs[-1:], groups)
+    return ", ".join(f"{x:.3g}" for x in lrs[:3]) + (" …" if len(lrs) > 3 else "")
 
 
 def rows(folder: Path) -> list[dict]:
@@ -25,7 +34,7 @@ def rows(folder: Path) -> list[dict]:
                     "draws": r["draws"], "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}",
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
-                    "lrs": ", ".join(f"{x:.3g}" for x in r["inner_lrs"][:3]) + (" …" if len(r["inner_lrs"]) > 3 else "")})
+                    "lrs": _lrs(r["inner_lrs"], r.get("inner_lr_groups"))})
     return out
 
 

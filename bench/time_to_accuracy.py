@@ -93,7 +93,7 @@ def main(argv: list[str]) -> None:
               "eval_rows": len(full_eval), "outer_steps_done": d.step, "train_seconds": round(train_seconds, 1),
               "monitor_eval_seconds": round(eval_seconds, 1), "final_eval_seconds": round(time.perf_counter() - t0, 1),
               "median_s": statistics.median(step_seconds) if step_seconds else None,
-              "inner_lrs": d.distilled.inner_lrs().tolist(), "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
+              "inner_lrs": d.distilled.inner_lrs().tolist(), "inner_lr_groups": d.distilled.lr_groups, "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
               "machine": machine(), "config": cfg.to_dict()}
     emit(record)
     if mine.out:

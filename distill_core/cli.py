@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "explodes (beyond the paper, which inits every step alike) "
                         f"({defaults_text('distilled', 'split_inner_lr')})")
     SETTING_FLAGS["split_inner_lr"] = ("distilled", "split_inner_lr")
+    _setting(g, "--inner-lr-groups", "distilled", "inner_lr_groups", "one learned inner lr per step (one: the "
+             "paper), or one per step and parameter group: head (the encoder; the pooler and classifier) or layer "
+             "(embeddings, each layer, the head), as MAML++'s per-layer lrs (beyond the paper)",
+             choices=["one", "head", "layer"])
     _setting(g, "--init", "distilled", "init", "random normal (the paper) or word embeddings of real train "
              "examples (beyond the paper)", choices=["random", "real"])
     _setting(g, "--attention-init", "distilled", "attention_init", "attention labels start random N(0,1) (the "
@@ -359,10 +363,13 @@ def _distill_one(cfg, out: Path, resume: bool) -> int:
     metric = distiller.prep.task.spec.primary_metric
     last_acc = {}
 
+    from .views.curves import format_inner_lrs
+
     def on_event(e: dict) -> None:
         if e["type"] == "step":
             bar.update(1)
-            bar.set_postfix(loss=f"{e['real_loss']:.3f}", lr=f"{e['inner_lrs'][0]:.3g}", **last_acc)
+            bar.set_postfix(loss=f"{e['real_loss']:.3f}", lr=format_inner_lrs(e["inner_lrs"][:1], e.get("inner_lr_groups")),
+                            **last_acc)
         elif e["type"] == "eval":
             m = e["metrics"][metric]
             last_acc[metric[:3]] = f"{m['mean']:.1f}±{m['std']:.1f}"
@@ -580,7 +587,9 @@ def _cmd_inspect(a) -> int:
         return 0
     print(f"run {run.path}  checkpoint {a.checkpoint} (step {distilled.meta.get('step')})  "
           f"task {prep.task.spec.name}{'  [demo data]' if prep.task.is_demo else ''}")
-    print("learned inner lrs: " + ", ".join(f"{x:.4g}" for x in summary["inner_lrs"]))
+    from .views.curves import format_inner_lrs
+
+    print("learned inner lrs: " + format_inner_lrs(summary["inner_lrs"], summary.get("inner_lr_groups"), digits=4))
     for s in summary["samples"]:
         print(f"\nsample {s['sample']} (class {s['class']}), label target {s['label_target']}")
         print("  decoded: " + s["decoded"])

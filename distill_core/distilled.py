@@ -17,13 +17,40 @@ from .errors import UserError
 from .presets import BASE
 from .losses import ATTENTION_MODES
 
-__all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "lr_to_raw", "FORMAT_NAME", "atomic_write_bytes"]
+__all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", "lr_to_raw", "lr_group_names",
+           "lr_group_of", "FORMAT_NAME", "atomic_write_bytes"]
 
 FORMAT_NAME = "distill-attention-labels/distilled-data"
 FORMAT_VERSION = 1
 LABEL_TYPES = ("hard", "soft", "unrestricted")
 INIT_KINDS = ("random", "real")
 ATTENTION_INITS = ("random", "model")
+LR_GROUPS = ("one", "head", "layer")
+_LAYER_INDEX = __import__("re").compile(r"\.layers?\.(\d+)\.")
+
+
+def lr_group_names(groups: str, num_layers: int) -> list[str]:
+    """The parameter groups that get an inner lr of their own: one (the paper: a single lr per step),
+    head (the encoder, and the pooler with the classifier), layer (embeddings, each layer, the head)."""
+    if groups == "one":
+        return ["all"]
+    if groups == "head":
+        return ["encoder", "head"]
+    return ["embeddings", *(f"layer {i}" for i in range(num_layers)), "head"]
+
+
+def lr_group_of(name: str, groups: str, num_layers: int) -> int:
+    """The group of a learner parameter, by its name: '<x>.layer.<i>.' is layer i, '<x>embeddings<y>' the
+    embeddings, anything else (pooler, classifier, pre_classifier) the head."""
+    if groups == "one":
+        return 0
+    layer = _LAYER_INDEX.search(name)
+    in_encoder = layer is not None or "embeddings" in name
+    if groups == "head":
+        return 0 if in_encoder else 1
+    if layer is not None and int(layer.group(1)) < num_layers:
+        return 1 + int(layer.group(1))
+    return 0 if "embeddings" in name else num_layers + 1
 
 
 def inverse_softplus(y: float) -> float:
@@ -59,6 +86,11 @@ class DistilledConfig:
     # movement of one step. Beyond the paper (which inits every step alike): T steps at one step's lr run
     # past the inner loss's stable step size and the unrolled hypergradient explodes (docs/ablation).
     split_inner_lr: bool = BASE["distilled"]["split_inner_lr"]
+    # one: a single learned inner lr per step (the paper). head / layer: one per step and parameter group
+    # (the encoder and the head; or embeddings, each layer and the head), as MAML++'s per-layer per-step
+    # learning rates (beyond the paper): the fresh head and the pre-trained encoder need steps of very
+    # different sizes, which one lr cannot give both.
+    inner_lr_groups: str = BASE["distilled"]["inner_lr_groups"]
     init: str = BASE["distilled"]["init"]  # random (as the paper) | real (embeddings of real examples)
     attention_init: str = BASE["distilled"]["attention_init"]  # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
 
@@ -95,6 +127,8 @@ class DistilledConfig:
             raise UserError(f"label_type must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
         if self.attention_labels not in ATTENTION_MODES:
             raise UserError(f"attention_labels must be one of {', '.join(ATTENTION_MODES)}, got {self.attention_labels!r}")
+        if self.inner_lr_groups not in LR_GROUPS:
+            raise UserError(f"inner_lr_groups must be one of {', '.join(LR_GROUPS)}, got {self.inner_lr_groups!r}")
         if self.init not in INIT_KINDS:
             raise UserError(f"init must be one of {', '.join(INIT_KINDS)}, got {self.init!r}")
         if self.attention_init not in ATTENTION_INITS:
@@ -130,7 +164,8 @@ class DistilledData:
       embeds            (N, L, D)  inputs_embeds of each sample
       label_values      (N, C)     one-hot at init; soft -> softmax, unrestricted -> raw
       attention_logits  (N, K, H, L) ("cls") or (N, K, H, L, L) ("all"); softmax = target attention
-      lr_raw            (T,)       softplus(lr_raw[t]) (or inner_lr_max * sigmoid) is step t's inner lr
+      lr_raw            (T,)       softplus(lr_raw[t]) (or inner_lr_max * sigmoid) is step t's inner lr;
+                        (T, G) with G parameter groups (inner_lr_groups head or layer): [t, g] is group g's
     """
 
     def __init__(self, config: DistilledConfig, num_labels: int, hidden_size: int, num_layers: int,
@@ -158,7 +193,7 @@ class DistilledData:
             self.attention_logits = randn(n, num_layers, num_heads, L, L)
         else:
             self.attention_logits = None
-        self.lr_raw = torch.full((config.inner_steps,), lr_to_raw(config.step_lr_init, config.step_lr_max),
+        self.lr_raw = torch.full(lr_shape(config, num_layers), lr_to_raw(config.step_lr_init, config.step_lr_max),
                                  device=device, dtype=dtype)
         for t in self.learnable().values():
             t.requires_grad_(True)
@@ -197,7 +232,19 @@ class DistilledData:
         return self.label_values  # hard: fixed one-hot; unrestricted: raw values
 
     def inner_lrs(self) -> torch.Tensor:
+        """(T,) one lr per inner step, or (T, G) one per step and parameter group."""
         return self.lr_from_raw(self.lr_raw)
+
+    @property
+    def lr_groups(self) -> list[str]:
+        """The names of the inner lr's parameter groups (['all'] for one lr per step)."""
+        return lr_group_names(self.config.inner_lr_groups, self.num_layers)
+
+    def lr_group_index(self, keys) -> dict[str, int] | None:
+        """Each learner parameter's column of lr_raw; None when there is one lr per step."""
+        if self.config.inner_lr_groups == "one":
+            return None
+        return {k: lr_group_of(k, self.config.inner_lr_groups, self.num_layers) for k in keys}
 
     def lr_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """The inner learning rate(s) a raw parameter stands for (softplus, or bounded by inner_lr_max)."""
@@ -327,10 +374,17 @@ MAX_ELEMENTS = 2 ** 31          # per tensor: 8 GB of float32
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
+def lr_shape(config: "DistilledConfig", num_layers: int) -> tuple[int, ...]:
+    """(T,) for one inner lr per step; (T, G) for one per step and parameter group."""
+    if config.inner_lr_groups == "one":
+        return (config.inner_steps,)
+    return (config.inner_steps, len(lr_group_names(config.inner_lr_groups, num_layers)))
+
+
 def expected_shapes(config: "DistilledConfig", num_labels: int, hidden: int, layers: int, heads: int) -> dict:
     """The tensor shapes a header describes, computed without allocating them."""
     n, L = config.samples_per_class * num_labels, config.seq_len
-    out = {"embeds": (n, L, hidden), "label_values": (n, num_labels), "lr_raw": (config.inner_steps,)}
+    out = {"embeds": (n, L, hidden), "label_values": (n, num_labels), "lr_raw": lr_shape(config, layers)}
     if config.attention_labels == "cls":
         out["attention_logits"] = (n, layers, heads, L)
     elif config.attention_labels == "all":

@@ -559,6 +559,7 @@ class Distiller:
         return {"type": "step", "step": self.step, "real_loss": res.real_loss,
                 "inner_task_loss": res.inner_task_loss, "inner_attention_loss": res.inner_attention_loss,
                 "grad_norm": float(norm), "inner_lrs": self.distilled.inner_lrs().detach().cpu().tolist(),
+                **({"inner_lr_groups": self.distilled.lr_groups} if self.distilled.lr_raw.dim() > 1 else {}),
                 "labels": self.distilled.label_targets().detach().cpu().tolist(),
                 "outer_lr_factor": self._lr_factor(self.scheduler.last_epoch),
                 "seconds": time.perf_counter() - t0, "epoch": self.batcher.epoch}

@@ -81,28 +81,40 @@ def _release_values(g: Params) -> None:
             return
 
 
-def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = False) -> Params:
-    """theta - lr * grads in one fused pass over the parameters (in_place: overwrite theta's tensors)."""
-    keys = list(theta)
-    step = [grads[k].detach() for k in keys]
+def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = False,
+              group: dict[str, int] | None = None) -> Params:
+    """theta - lr * grads in one fused pass per lr (in_place: overwrite theta's tensors). `lr` is one
+    lr, or one per parameter group with `group` giving each parameter's."""
+    if group is None:
+        parts = [(list(theta), float(lr))]
+    else:
+        values = lr.tolist()
+        parts = [([k for k in theta if group[k] == g], v) for g, v in enumerate(values)]
+    out = theta if in_place else {}
     with torch.no_grad():
-        if in_place:
-            torch._foreach_add_([theta[k] for k in keys], step, alpha=-float(lr))
-            return theta
-        return dict(zip(keys, torch._foreach_add([theta[k].detach() for k in keys], step, alpha=-float(lr))))
+        for keys, value in parts:
+            if not keys:
+                continue
+            step = [grads[k].detach() for k in keys]
+            if in_place:
+                torch._foreach_add_([theta[k] for k in keys], step, alpha=-value)
+            else:
+                out.update(zip(keys, torch._foreach_add([theta[k].detach() for k in keys], step, alpha=-value)))
+    return out if in_place else {k: out[k] for k in theta}
 
 
 def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Params:
     """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation)."""
     cfg = distilled.config
     lrs = distilled.inner_lrs().detach()
+    group = distilled.lr_group_index(theta0)
     theta = theta0
     with torch.enable_grad():
         for t in range(cfg.inner_steps):
             p = _leaf(theta)
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
                               cfg.attention_loss_weight)
-            theta = _sgd_step(p, _grads(loss.total, p), lrs[t])   # the distiller's inner update too
+            theta = _sgd_step(p, _grads(loss.total, p), lrs[t], group=group)   # the distiller's inner update too
     return theta
 
 
@@ -180,6 +192,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
     names = list(learnable)
     mode, lam = cfg.attention_labels, cfg.attention_loss_weight
     lrs = distilled.inner_lrs().detach()
+    group = distilled.lr_group_index(theta0)   # None: one lr per step (the paper)
     grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
     data_names = [n for n in names if n != "lr"]   # the lr's gradient is a scalar path of its own
 
@@ -194,8 +207,8 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam, slot)
         g = _grads(loss.total, p, create_graph=keep_graph)
         if in_place:
-            return _sgd_step(theta, g, lrs[t], in_place=True), None, loss
-        return _sgd_step(p, g, lrs[t]), (p, g, slot) if keep_graph else None, loss
+            return _sgd_step(theta, g, lrs[t], in_place=True, group=group), None, loss
+        return _sgd_step(p, g, lrs[t], group=group), (p, g, slot) if keep_graph else None, loss
 
     def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> None:
         """Pull the adjoint `a` (dL/dtheta_{t+1}) back through step t in place; accumulate dL/dD."""
@@ -207,35 +220,49 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
             g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam, slot).total, p, create_graph=True)
         keys = list(p)
         lr_raw = distilled.lr_raw
-        # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar, so the eta path needs no parameter-sized graph.
-        dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
-        (d_lr,) = torch.autograd.grad(-distilled.lr_from_raw(lr_raw[t]) * dot, [lr_raw])
+        # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar (one per group), so the eta path needs no
+        # parameter-sized graph.
+        if group is None:
+            dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
+        else:
+            dot = torch.stack([sum((torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1))
+                                    for k in keys if group[k] == j), torch.zeros((), dtype=lr_raw.dtype,
+                                                                                  device=lr_raw.device))
+                               for j in range(lr_raw.shape[1])])
+        (d_lr,) = torch.autograd.grad(-(distilled.lr_from_raw(lr_raw[t]) * dot).sum(), [lr_raw])
         if learner.encoder_spec is not None:
             _release_values(g)
         grads["lr"] += d_lr.detach()
         eta_t = distilled.lr_from_raw(lr_raw[t].detach())
-        # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
-        # (one parameter set) is made; the parameter part is needed only for t > 0. The linear
-        # weights' part goes into a as it is produced (adjoint_fold), the rest is returned.
+        if group is None:
+            # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
+            # (one parameter set) is made; eta_t scales what comes out.
+            seed, scale = [a[k] for k in keys], -float(eta_t)
+        else:
+            # one lr per group: theta_{t+1} = theta_t - E G_t with E diagonal, so the pass is seeded with
+            # E a (one scaled copy of the adjoint) and what comes out is added as it is.
+            etas = eta_t.tolist()
+            seed, scale = [a[k] * etas[group[k]] for k in keys], -1.0
+        # The parameter part is needed only for t > 0. The linear weights' part goes into a as it is
+        # produced (adjoint_fold), the rest is returned.
         folded = set(slot.keys) if slot is not None else set()   # empty at t = 0
         returned = [k for k in keys if k not in folded] if t > 0 else []
         wrt = [p[k] for k in returned] + [learnable[n] for n in data_names]
-        fold = (slot.armed(a, -float(eta_t), roots=g) if slot is not None
+        fold = (slot.armed(a, scale, roots=g) if slot is not None
                 else contextlib.nullcontext())
         with fold:
-            outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=[a[k] for k in keys],
-                                       allow_unused=True)
-        del g, kept, fold
+            outs = torch.autograd.grad([g[k] for k in keys], wrt, grad_outputs=seed, allow_unused=True)
+        del g, kept, fold, seed
         if t > 0:
-            # a_t = a_{t+1} - eta_t H_t a_{t+1}, in place: one adjoint lives at a time.
+            # a_t = a_{t+1} - eta_t H_t a_{t+1} (or - H_t E a_{t+1}), in place: one adjoint lives at a time.
             pairs = [(a[k], v) for k, v in zip(returned, outs[: len(returned)]) if v is not None]
             with torch.no_grad():
-                torch._foreach_add_([x for x, _ in pairs], [v for _, v in pairs], alpha=-float(eta_t))
+                torch._foreach_add_([x for x, _ in pairs], [v for _, v in pairs], alpha=scale)
             del pairs
             outs = outs[len(returned):]
         for name, v in zip(data_names, outs):
             if v is not None:
-                grads[name] -= eta_t * v.detach()
+                grads[name].add_(v.detach(), alpha=scale)
 
     with torch.enable_grad():
         if not recompute:

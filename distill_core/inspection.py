@@ -125,4 +125,5 @@ def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) 
             entry["kl_before_mean"] = float(att.kl_before.mean())
             entry["kl_after_mean"] = float(att.kl_after.mean())
         samples.append(entry)
-    return {"inner_lrs": distilled.inner_lrs().detach().cpu().tolist(), "samples": samples}
+    return {"inner_lrs": distilled.inner_lrs().detach().cpu().tolist(), "inner_lr_groups": distilled.lr_groups,
+            "samples": samples}

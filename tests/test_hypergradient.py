@@ -16,16 +16,20 @@ from distill_core.losses import attention_kl, soft_cross_entropy
 from conftest import tiny_learner
 
 
-def make_case(T: int, different: bool, label_type: str = "soft", attention: str = "cls", seed: int = 0):
+def make_case(T: int, different: bool, label_type: str = "soft", attention: str = "cls", seed: int = 0,
+              lr_groups: str = "one"):
     learner = tiny_learner(seed=seed)
     spc = T if different else 1  # T=5 different data: recursion segments of uneven length
     cfg = DistilledConfig(seq_len=6, samples_per_class=spc, inner_steps=T, different_data_per_step=different,
-                          label_type=label_type, attention_labels=attention, inner_lr_init=0.3)
+                          label_type=label_type, attention_labels=attention, inner_lr_init=0.3,
+                          inner_lr_groups=lr_groups)
     g = torch.Generator().manual_seed(seed + 1)
     d = DistilledData(cfg, 2, learner.hidden_size, learner.num_layers, learner.num_heads,
                       dtype=torch.float64, generator=g)
     with torch.no_grad():  # move labels off one-hot so every part has a generic gradient
         d.label_values.add_(0.3 * torch.randn(d.label_values.shape, generator=g, dtype=torch.float64))
+        if lr_groups != "one":   # groups (and steps) with lrs of their own, so a mixed-up group shows
+            d.lr_raw.add_(0.5 * torch.randn(d.lr_raw.shape, generator=g, dtype=torch.float64))
     theta0 = learner.fresh_params(torch.Generator().manual_seed(seed + 2))
     ids = torch.randint(1, 40, (5, 7), generator=g)
     mask = torch.ones_like(ids)
@@ -40,6 +44,7 @@ def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch) -> torch.
     cfg = d.config
     params = {k: v.detach().requires_grad_(True) for k, v in theta0.items()}
     lrs = F.softplus(d.lr_raw)
+    group = d.lr_group_index(params)
     for t in range(cfg.inner_steps):
         # Hugging Face's module, not the engine's encoder: an independent forward pass.
         b = d.step_batch(t)
@@ -50,7 +55,8 @@ def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch) -> torch.
                                                                    cfg.attention_labels)
         keys = list(params)
         gs = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=True, allow_unused=True)
-        params = {k: params[k] - lrs[t] * (0 if g is None else g) for k, g in zip(keys, gs)}
+        lr = (lambda k: lrs[t]) if group is None else (lambda k: lrs[t, group[k]])   # noqa: E731
+        params = {k: params[k] - lr(k) * (0 if g is None else g) for k, g in zip(keys, gs)}
     out = learner.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           token_type_ids=batch.token_type_ids, eager=True)
     return soft_cross_entropy(out.logits, batch.labels)
@@ -73,6 +79,24 @@ def test_hypergradient_matches_unrolled_autograd(T, different, attention, recomp
     for n, r in zip(names, ref):
         assert r.abs().max() > 0, n  # a vacuous comparison would prove nothing
         torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("lr_groups", ["head", "layer"])
+@pytest.mark.parametrize("T,different,recompute", [(1, False, False), (3, False, False), (3, True, True)])
+def test_an_inner_lr_per_parameter_group_keeps_the_hypergradient_exact(lr_groups, T, different, recompute):
+    """Beyond the paper: one learned lr per step and group (encoder / head, or per layer)."""
+    learner, d, theta0, batch = make_case(T, different, lr_groups=lr_groups, seed=1)
+    groups = d.lr_group_index(theta0)
+    assert d.lr_raw.shape == (T, len(d.lr_groups)) and set(groups.values()) == set(range(len(d.lr_groups)))
+    assert groups["classifier.weight"] == len(d.lr_groups) - 1 and groups["bert.encoder.layer.0.attention.self.query.weight"] == (
+        0 if lr_groups == "head" else 1)
+    res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
+    names = list(d.learnable())
+    ref = torch.autograd.grad(unrolled_loss(learner, d, theta0, batch), [d.learnable()[n] for n in names])
+    for n, r in zip(names, ref):
+        assert r.abs().max() > 0, n
+        torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+    assert (res.grads["lr"] != 0).all()     # every step's every group has a gradient of its own
 
 
 @pytest.mark.parametrize("copies", [0, 1, 3])

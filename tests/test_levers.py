@@ -99,3 +99,46 @@ def test_the_average_is_what_a_run_validates_saves_and_returns_and_it_resumes(tm
     torch.testing.assert_close(resumed.distilled.embeds.detach(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="average"):
         demo_config(average=1.0).validate()
+
+
+def test_an_inner_lr_per_parameter_group_is_learned_saved_and_resumed(tmp_path, demo_prepared):  # noqa: F811
+    """`inner_lr_groups` head: the encoder's and the head's lrs start alike, learn apart, and a run stopped
+    after step 2 and resumed ends where the straight run ends; the file keeps the (T, G) lrs."""
+    from dataclasses import replace
+
+    from distill_core.inner import fine_tune
+
+    def cfg():
+        c = demo_config(outer_steps=4, save_every_minutes=1e-9)
+        c.distilled = replace(c.distilled, inner_lr_groups="head")
+        return c
+
+    straight = Distiller(cfg(), run_dir=tmp_path / "a", prepared=demo_prepared)
+    events = []
+    straight.add_callback(lambda e: events.append(e) if e["type"] == "step" else None)
+    straight.run_loop()
+    lrs = straight.distilled.inner_lrs().detach()
+    assert lrs.shape == (1, 2) and events[-1]["inner_lr_groups"] == ["encoder", "head"]
+    assert events[-1]["inner_lrs"] == lrs.tolist() and abs(float(lrs[0, 0] - lrs[0, 1])) > 1e-4   # learned apart
+    saved = DistilledData.load(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    torch.testing.assert_close(saved.inner_lrs(), lrs)
+    assert saved.lr_groups == ["encoder", "head"]
+    part = Distiller(cfg(), run_dir=tmp_path / "b", prepared=demo_prepared)
+    part.add_callback(lambda e: part.stop() if e["type"] == "step" and e["step"] == 2 else None)
+    part.run_loop()
+    resumed = Distiller(cfg(), run_dir=tmp_path / "b", prepared=demo_prepared, resume=True)
+    resumed.run_loop()
+    torch.testing.assert_close(resumed.distilled.inner_lrs().detach(), lrs, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(resumed.distilled.embeds.detach(), straight.distilled.embeds.detach(),
+                               rtol=1e-5, atol=1e-6)
+    # evaluation fine-tunes with each group's own lr: a head lr of 0 leaves the head where it started
+    with torch.no_grad():
+        saved.lr_raw[0, 1] = -60.0        # softplus(-60) ~ 1e-26
+    learner = demo_prepared.learner
+    theta0 = learner.fresh_params(torch.Generator().manual_seed(0))
+    theta = fine_tune(learner, theta0, saved)
+    assert torch.equal(theta["classifier.weight"], theta0["classifier.weight"])
+    assert not torch.equal(theta["bert.encoder.layer.0.attention.self.query.weight"],
+                           theta0["bert.encoder.layer.0.attention.self.query.weight"])
+    with pytest.raises(UserError, match="inner_lr_groups"):
+        DistilledConfig(inner_lr_groups="per-head").validate()

@@ -343,3 +343,20 @@ def test_form_custom_files():
     assert (cfg.data.task, cfg.data.train_file, cfg.data.text_columns, cfg.data.label_column) == \
         (None, "a.csv", ["q", "s"], "y")
     cfg.validate()
+
+
+def test_inner_lrs_read_the_same_with_one_lr_per_step_and_one_per_group():
+    from distill_core.views.curves import format_inner_lrs, lr_lines
+
+    assert format_inner_lrs([0.3, 0.1234]) == "0.3, 0.123"
+    assert format_inner_lrs([[0.1, 2.5]], ["encoder", "head"]) == "encoder 0.1, head 2.5"
+    assert format_inner_lrs([[0.1, 2.5], [0.2, 1.0]], ["encoder", "head"]) == (
+        "step 1: encoder 0.1, head 2.5; step 2: encoder 0.2, head 1")
+    assert lr_lines([0.3, 0.1]) == [("lr step 1", (0,)), ("lr step 2", (1,))]
+    assert lr_lines([[0.1, 2.5]], ["encoder", "head"]) == [("lr encoder", (0, 0)), ("lr head", (0, 1))]
+    from distill_core.views.curves import training_figure
+
+    steps = [{"type": "step", "step": s, "real_loss": 0.7, "inner_lrs": [[0.1, 0.3 + s]],
+              "inner_lr_groups": ["encoder", "head"], "labels": None} for s in range(1, 4)]
+    traces = {t.name: list(t.y) for t in training_figure(steps).data if t.name and t.name.startswith("lr")}
+    assert traces == {"lr encoder": [0.1, 0.1, 0.1], "lr head": [1.3, 2.3, 3.3]}

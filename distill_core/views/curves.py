@@ -9,12 +9,40 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = ["eval_points", "baselines", "accuracy_figure", "training_figure", "compare_figure", "primary_metric",
-           "live_numbers", "smooth", "downsample", "MAX_POINTS"]
+           "live_numbers", "smooth", "downsample", "lr_lines", "format_inner_lrs", "MAX_POINTS"]
 
 # Inner-lr lines: greys that stay visible on the theme's background (dark greys vanish on a dark page).
 _GREYS = {False: ("#222222", "#666666", "#999999"), True: ("#eeeeee", "#bbbbbb", "#888888")}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 MAX_POINTS = 600   # per trace: a browser redraws a live chart every poll, 60,000 points per line is too slow
+
+
+def lr_lines(inner_lrs: Sequence, groups: Sequence[str] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, index) of every learned inner lr of a step event: 'lr step t' for one lr per step, or
+    'lr step t, <group>' for one per step and parameter group (inner_lrs[t][g])."""
+    out = []
+    for t, value in enumerate(inner_lrs):
+        if isinstance(value, (list, tuple)):
+            names = groups or [f"group {g}" for g in range(len(value))]
+            out += [(f"lr step {t + 1}, {names[g]}" if len(inner_lrs) > 1 else f"lr {names[g]}", (t, g))
+                    for g in range(len(value))]
+        else:
+            out.append((f"lr step {t + 1}", (t,)))
+    return out
+
+
+def _lr_at(inner_lrs: Sequence, index: tuple[int, ...]) -> float:
+    value = inner_lrs[index[0]]
+    return float(value[index[1]] if len(index) > 1 else value)
+
+
+def format_inner_lrs(inner_lrs: Sequence, groups: Sequence[str] | None = None, digits: int = 3) -> str:
+    """'0.3, 0.12' (one lr per step) or 'encoder 0.1, head 2.4' / 'step 1: encoder 0.1, head 2.4; step 2: ...'."""
+    if not inner_lrs or not isinstance(inner_lrs[0], (list, tuple)):
+        return ", ".join(f"{float(x):.{digits}g}" for x in inner_lrs)
+    names = groups or [f"group {g}" for g in range(len(inner_lrs[0]))]
+    steps = [", ".join(f"{n} {float(v):.{digits}g}" for n, v in zip(names, row)) for row in inner_lrs]
+    return steps[0] if len(steps) == 1 else "; ".join(f"step {t + 1}: {s}" for t, s in enumerate(steps))
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
@@ -138,11 +166,11 @@ def training_figure(events: list[dict], label_names: list[str] | None = None, ma
     else:
         fig.add_trace(go.Scatter(x=x, y=loss, mode="lines", name="real loss", line={"color": _COLORS[0]}),
                       row=1, col=1)
-    T = len(steps[-1]["inner_lrs"]) if steps else 0
+    lines = lr_lines(steps[-1]["inner_lrs"], steps[-1].get("inner_lr_groups")) if steps else []
     greys = _GREYS[dark]
-    for t in range(T):
-        fig.add_trace(go.Scatter(x=x, y=[e["inner_lrs"][t] for e in steps], mode="lines", name=f"lr step {t + 1}",
-                                 line={"color": greys[t % len(greys)], "dash": ("solid", "dash", "dot")[t % 3]}),
+    for i, (name, index) in enumerate(lines):
+        fig.add_trace(go.Scatter(x=x, y=[_lr_at(e["inner_lrs"], index) for e in steps], mode="lines", name=name,
+                                 line={"color": greys[i % len(greys)], "dash": ("solid", "dash", "dot")[i % 3]}),
                       row=1, col=2)
     if steps and steps[-1].get("labels"):
         N, C = len(steps[-1]["labels"]), len(steps[-1]["labels"][0])
@@ -185,5 +213,6 @@ def live_numbers(events: list[dict], metric: str | None = None) -> dict:
     return {"metric": metric,
             "real_loss": None if step is None else step["real_loss"],
             "inner_lrs": None if step is None else step["inner_lrs"],
+            "inner_lr_groups": None if step is None else step.get("inner_lr_groups"),
             "score": None if ev is None else ev["metrics"][metric],
             "score_step": None if ev is None else ev["step"]}

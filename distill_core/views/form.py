@@ -88,6 +88,10 @@ FIELDS: tuple[Field, ...] = (
     Field("split_inner_lr", "Split the inner lr over T steps", "Distilled data", "bool",
           "T > 1: each step starts at (and is bounded by) the initial lr and bound divided by T, so T steps move "
           "the model as far as one; at one step's lr each the unrolled hypergradient explodes (beyond the paper)"),
+    Field("inner_lr_groups", "Inner lr per", "Distilled data", "choice",
+          "one: a single learned lr per step (the paper); head: one for the encoder and one for the pooler and "
+          "classifier; layer: one for the embeddings, each layer and the head (beyond the paper, as MAML++)",
+          options=("one", "head", "layer")),
     Field("init", "Initialisation", "Distilled data", "choice",
           "real: word embeddings of real train examples (beyond the paper, faster); random: normal (the paper)",
           options=("real", "random")),
