@@ -29,6 +29,8 @@ declare -A ROWS=(
   [attn-all]="--outer-steps 1200 --attention-labels all --budget-draws 1200"
   [lambda3]="--outer-steps 1200 --attention-weight 3 --budget-draws 1200"
   [batch128]="--outer-steps 1200 --real-batch 128 --budget-draws 1200"
+  [lr-head]="--outer-steps 1200 --inner-lr-groups head --budget-draws 1200"
+  [lr-layer]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
   [ms-1x1]="--outer-steps 600 --budget-draws 600"
   [ms-1x3-same]="--outer-steps 600 --inner-steps 3 --no-split-inner-lr --budget-draws 600"
   [ms-1x3-same-split]="--outer-steps 600 --inner-steps 3 --split-inner-lr --budget-draws 600"
@@ -36,7 +38,7 @@ declare -A ROWS=(
   [ms-3x3-diff-split]="--outer-steps 600 --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --budget-draws 600"
   [ms-10x10-diff-split]="--outer-steps 300 --samples-per-class 10 --inner-steps 10 --different-data-per-step --split-inner-lr --eval-every 75 --budget-draws 300"
 )
-ORDER=(base meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split attn-all ms-3x3-diff-split
+ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split attn-all ms-3x3-diff-split
        outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
        ms-10x10-diff-split)
 [ $# -gt 0 ] && ORDER=("$@")
