@@ -91,10 +91,13 @@ def test_the_results_table_says_what_the_dev_split_chose_for_each_row():
              "config": {"lr": 0.01, "grid": [0.01, 0.1, 1.0]}}
     plain = {"task": "sst2", "setting": "random-1-shot", "metrics": acc, "config": {"lr": 0.3, "lr_from": "grid"}}
     full = {"task": "sst2", "setting": "full", "metrics": acc,
-            "config": {"per_learner": [{"epochs": 1.47}, {"epochs": 0.98}, {"epochs": 2.06}]}}
+            "config": {"per_learner": [{"epochs": 1.47, "stopped_early": True}, {"epochs": 0.98, "stopped_early": True},
+                                       {"epochs": 2.06, "stopped_early": False}]}}
+    capped = {**full, "config": {"per_learner": [{"epochs": 3.0, "stopped_early": False}] * 3}}
     assert [chosen_on_dev(r) for r in (distilled, tuned, plain, full)] == [
         "outer lr 0.03, inner-lr init 0.3; best-on-dev checkpoints (steps 2625, 4500)",
         "inner lr 0.01 of 0.01, 0.1, 1", "inner lr 0.3, the distilled rows' init",
         "stopped on dev after 1.0-2.1 epochs"]
+    assert chosen_on_dev(capped) == "best dev check of 3.0 epochs (the cap; none stopped early)"
     assert chosen_on_dev({"task": "sst2", "setting": "majority", "metrics": acc}) == ""
     assert list(results_frame([distilled, full])["chosen on dev"]) == [chosen_on_dev(distilled), chosen_on_dev(full)]

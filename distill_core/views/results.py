@@ -96,7 +96,10 @@ def chosen_on_dev(row: dict) -> str:
     c = row.get("config") or {}
     if row["setting"] == "full" and c.get("per_learner"):
         epochs = [l["epochs"] for l in c["per_learner"]]
-        return f"stopped on dev after {min(epochs):.1f}-{max(epochs):.1f} epochs"
+        span = f"{min(epochs):.1f}" if f"{min(epochs):.1f}" == f"{max(epochs):.1f}" else f"{min(epochs):.1f}-{max(epochs):.1f}"
+        if not any(l.get("stopped_early") for l in c["per_learner"]):
+            return f"best dev check of {span} epochs (the cap; none stopped early)"
+        return f"stopped on dev after {span} epochs"
     if row["setting"].endswith("-tuned") and "lr" in c:
         return f"inner lr {_num(c['lr'])} of {', '.join(_num(v) for v in c.get('grid', []))}"
     if row["setting"].startswith("random-") and "lr_from" in c:
