@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,7 +27,7 @@ LABEL_TYPES = ("hard", "soft", "unrestricted")
 INIT_KINDS = ("random", "real")
 ATTENTION_INITS = ("random", "model")
 LR_GROUPS = ("one", "head", "layer")
-_LAYER_INDEX = __import__("re").compile(r"\.layers?\.(\d+)\.")
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
 
 def lr_group_names(groups: str, num_layers: int) -> list[str]:

@@ -82,17 +82,13 @@ def _release_values(g: Params) -> None:
 
 
 def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = False,
-              group: dict[str, int] | None = None) -> Params:
+              parts: list[list[str]] | None = None) -> Params:
     """theta - lr * grads in one fused pass per lr (in_place: overwrite theta's tensors). `lr` is one
-    lr, or one per parameter group with `group` giving each parameter's."""
-    if group is None:
-        parts = [(list(theta), float(lr))]
-    else:
-        values = lr.tolist()
-        parts = [([k for k in theta if group[k] == g], v) for g, v in enumerate(values)]
+    lr, or one per parameter group with `parts` (_lr_parts) naming each group's parameters."""
+    pairs = [(list(theta), float(lr))] if parts is None else list(zip(parts, lr.tolist()))
     out = theta if in_place else {}
     with torch.no_grad():
-        for keys, value in parts:
+        for keys, value in pairs:
             if not keys:
                 continue
             step = [grads[k].detach() for k in keys]
@@ -103,18 +99,27 @@ def _sgd_step(theta: Params, grads: Params, lr: torch.Tensor, in_place: bool = F
     return out if in_place else {k: out[k] for k in theta}
 
 
+def _lr_parts(distilled: DistilledData, theta: Params) -> list[list[str]] | None:
+    """The learner's parameters of each inner-lr group, in parameter order (None: one lr per step);
+    computed once per fine-tuning or hypergradient, not at every step."""
+    group = distilled.lr_group_index(theta)
+    if group is None:
+        return None
+    return [[k for k in theta if group[k] == g] for g in range(len(distilled.lr_groups))]
+
+
 def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Params:
     """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation)."""
     cfg = distilled.config
     lrs = distilled.inner_lrs().detach()
-    group = distilled.lr_group_index(theta0)
+    parts = _lr_parts(distilled, theta0)
     theta = theta0
     with torch.enable_grad():
         for t in range(cfg.inner_steps):
             p = _leaf(theta)
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
                               cfg.attention_loss_weight)
-            theta = _sgd_step(p, _grads(loss.total, p), lrs[t], group=group)   # the distiller's inner update too
+            theta = _sgd_step(p, _grads(loss.total, p), lrs[t], parts=parts)   # the distiller's inner update too
     return theta
 
 
@@ -192,7 +197,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
     names = list(learnable)
     mode, lam = cfg.attention_labels, cfg.attention_loss_weight
     lrs = distilled.inner_lrs().detach()
-    group = distilled.lr_group_index(theta0)   # None: one lr per step (the paper)
+    parts = _lr_parts(distilled, theta0)   # None: one lr per step (the paper)
     grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
     data_names = [n for n in names if n != "lr"]   # the lr's gradient is a scalar path of its own
 
@@ -207,8 +212,8 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam, slot)
         g = _grads(loss.total, p, create_graph=keep_graph)
         if in_place:
-            return _sgd_step(theta, g, lrs[t], in_place=True, group=group), None, loss
-        return _sgd_step(p, g, lrs[t], group=group), (p, g, slot) if keep_graph else None, loss
+            return _sgd_step(theta, g, lrs[t], in_place=True, parts=parts), None, loss
+        return _sgd_step(p, g, lrs[t], parts=parts), (p, g, slot) if keep_graph else None, loss
 
     def reverse_step(t: int, theta_t: Params | None, a: Params, kept=None) -> None:
         """Pull the adjoint `a` (dL/dtheta_{t+1}) back through step t in place; accumulate dL/dD."""
@@ -222,27 +227,25 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         lr_raw = distilled.lr_raw
         # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar (one per group), so the eta path needs no
         # parameter-sized graph.
-        if group is None:
-            dot = sum(torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in keys)
-        else:
-            dot = torch.stack([sum((torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1))
-                                    for k in keys if group[k] == j), torch.zeros((), dtype=lr_raw.dtype,
-                                                                                  device=lr_raw.device))
-                               for j in range(lr_raw.shape[1])])
-        (d_lr,) = torch.autograd.grad(-(distilled.lr_from_raw(lr_raw[t]) * dot).sum(), [lr_raw])
+        def dot(names) -> torch.Tensor:
+            return sum((torch.dot(a[k].reshape(-1), g[k].detach().reshape(-1)) for k in names),
+                       torch.zeros((), dtype=lr_raw.dtype, device=lr_raw.device))
+
+        dots = dot(keys) if parts is None else torch.stack([dot(part) for part in parts])
+        (d_lr,) = torch.autograd.grad(-(distilled.lr_from_raw(lr_raw[t]) * dots).sum(), [lr_raw])
         if learner.encoder_spec is not None:
             _release_values(g)
         grads["lr"] += d_lr.detach()
         eta_t = distilled.lr_from_raw(lr_raw[t].detach())
-        if group is None:
+        if parts is None:
             # v = d<a, G_t>/d(theta_t, D): the adjoint enters as grad_outputs, so no scaled copy of it
             # (one parameter set) is made; eta_t scales what comes out.
             seed, scale = [a[k] for k in keys], -float(eta_t)
         else:
             # one lr per group: theta_{t+1} = theta_t - E G_t with E diagonal, so the pass is seeded with
             # E a (one scaled copy of the adjoint) and what comes out is added as it is.
-            etas = eta_t.tolist()
-            seed, scale = [a[k] * etas[group[k]] for k in keys], -1.0
+            eta_of = {k: eta for part, eta in zip(parts, eta_t.tolist()) for k in part}
+            seed, scale = [a[k] * eta_of[k] for k in keys], -1.0
         # The parameter part is needed only for t > 0. The linear weights' part goes into a as it is
         # produced (adjoint_fold), the rest is returned.
         folded = set(slot.keys) if slot is not None else set()   # empty at t = 0
