@@ -41,6 +41,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     _setting(g, "--max-length", "data", "max_length", "max tokens per real example", type=int)
     _setting(g, "--real-batch", "data", "real_batch_size", "real mini-batch size of the outer loss", type=int)
     _setting(g, "--train-rows", "data", "train_rows", "use at most this many random train rows", type=int)
+    _setting(g, "--train-min-words", "data", "train_min_words", "beyond the paper: keep only train rows of at "
+             "least this many words, before the dev split is carved (SST-2's train split is mostly short phrases, "
+             "its validation split whole sentences)", type=int)
     _setting(g, "--eval-rows", "data", "eval_rows", "validate (or score) on at most this many random rows; 0: all",
              type=int)
     g.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub")

@@ -26,6 +26,7 @@ SECTIONS = ("data", "model", "distilled", "distill")
 BASE: dict[str, dict[str, Any]] = {
     "data": {"task": "sst2", "data_dir": None, "train_file": None, "eval_file": None, "text_columns": [],
              "label_column": None, "max_length": 128, "real_batch_size": 32, "train_rows": None,
+             "train_min_words": None,
              "eval_rows": None, "allow_hub": True, "seed": 0, "dev_fraction": 0.05, "dev_max_rows": 2000},
     "model": {"name": "bundled:all-MiniLM-L6-v2", "device": "auto", "dtype": "float32"},
     "distilled": {"seq_len": 64, "samples_per_class": 1, "inner_steps": 1, "different_data_per_step": False,

@@ -10,6 +10,7 @@ import pytest
 
 from distill_core.data import DataConfig, carve_dev, load_task_data, Split
 from distill_core.distiller import Distiller, prepare
+from distill_core.errors import UserError
 from test_distiller import demo_config
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,19 @@ def test_carve_dev_takes_each_class_in_proportion_and_keeps_every_row_once():
     kept, dev = carve_dev(split, 2, 0.2, 2000, seed=3)
     assert len(dev) == 20 and int((dev.labels == 1).sum()) == 2
     assert sorted(kept.texts + dev.texts) == sorted(split.texts) and not set(kept.texts) & set(dev.texts)
+
+
+def test_train_min_words_keeps_long_rows_before_the_dev_split_is_carved(shared_data):
+    cfg = DataConfig(task="sst2", data_dir=str(shared_data), allow_hub=False, train_min_words=10)
+    task = load_task_data(cfg)
+    words = [len(t[0].split()) for t in task.train.texts + task.dev.texts]
+    assert min(words) >= 10
+    assert len(task.train) + len(task.dev) == 25_152              # SST-2's train rows of 10 words or more
+    assert len(task.eval) == 872 and min(len(t[0].split()) for t in task.eval.texts) < 10   # evaluation untouched
+    with pytest.raises(UserError, match="train_min_words=500"):
+        load_task_data(dataclasses.replace(cfg, train_min_words=500))
+    with pytest.raises(UserError, match="train_min_words must be >= 1"):
+        load_task_data(dataclasses.replace(cfg, train_min_words=0))
 
 
 class _Untouchable:

@@ -201,6 +201,8 @@ def test_results_views(smoke_study):
     paper_row = {"task": "sst2", "setting": "SL+AL", "samples_per_class": 3, "inner_steps": 3, "same_data": False}
     assert views.paper_value(paper_row) == 90.4
     assert views.row_label(paper_row) == "SL+AL 3×3 diff"
+    averaged = {**paper_row, "tag": "long", "config": {"distill": {"average": 0.98}}}
+    assert views.row_label(averaged) == "SL+AL 3×3 diff (long, average 0.98)"
     assert views.paper_value({"task": "mrpc", "setting": "full"}) == 88.6
 
 

@@ -22,7 +22,7 @@ __all__ = ["Field", "FIELDS", "SECTIONS", "defaults", "default_task", "config_fr
 
 # form section -> settings section of distill_core.presets
 _PRESET_SECTION = {"Data": "data", "Model": "model", "Distilled data": "distilled", "Outer loop and evaluation": "distill"}
-_ZERO_IS_NONE = ("train_rows", "eval_rows", "max_minutes", "inner_lr_max")    # 0 in the form, None in the engine
+_ZERO_IS_NONE = ("train_rows", "train_min_words", "eval_rows", "max_minutes", "inner_lr_max")    # 0 in the form, None in the engine
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ FIELDS: tuple[Field, ...] = (
           min=8),
     Field("real_batch_size", "Real batch size", "Data", "int", "real examples per outer step (paper: 32)", min=1),
     Field("train_rows", "Train rows (0 = all)", "Data", "int", "use only this many random train rows", min=0),
+    Field("train_min_words", "Min words per train row (0 = all)", "Data", "int",
+          "beyond the paper: keep only train rows this long, before the dev split is carved (SST-2's train "
+          "split is mostly short phrases, its validation split whole sentences)", min=0),
     Field("dev_fraction", "Dev split (share of train)", "Data", "float",
           "held out from train (stratified, seeded, at most 2,000 rows): periodic validation and `best` use it, "
           "so the evaluation split only reports; 0 validates on the evaluation split", min=0.0),

@@ -37,9 +37,13 @@ def paper_value(row: dict) -> float | None:
 
 def row_label(row: dict) -> str:
     """'HL+AL', or 'SL+AL 3×3 diff' where the shape is not one sample, one step; a budget tag in brackets
-    ('HL+AL (long)')."""
+    ('HL+AL (long)'), and the distilled data's average where the row ran with one ('SL+AL (average 0.98)'),
+    so that rows of two recipes in one study are told apart."""
     spc, t = row.get("samples_per_class", 1), row.get("inner_steps", 1)
-    tag = f" ({row['tag']})" if row.get("tag") else ""
+    config = row.get("config") or {}
+    average = (config.get("distill") or {}).get("average") if isinstance(config, dict) else None
+    notes = [n for n in (row.get("tag"), f"average {average:g}" if average else "") if n]
+    tag = f" ({', '.join(notes)})" if notes else ""
     if row["setting"] in _SINGLE or (spc, t) == (1, 1):
         return row["setting"] + tag
     return f"{row['setting']} {spc}×{t} {'same' if row.get('same_data', True) else 'diff'}" + tag
