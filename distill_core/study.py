@@ -45,6 +45,7 @@ class StudyRow:
     outer_steps: int | None = None  # distilled rows: overrides the study's outer steps
     tag: str = ""                   # tells apart rows that differ only in budget ("long": the headline budget)
     headline: bool = False          # distilled with the study's `seeds`; the other distilled rows with `other_seeds`
+    train_min_words: int | None = None  # beyond the paper: train (and dev) rows of at least this many words
 
     @property
     def kind(self) -> str:
@@ -84,19 +85,27 @@ def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
                    StudyRow(task, "random-10-shot", 10, 10, False)]
 
 
-def _headline_rows(task: str, steps: int | None) -> list[StudyRow]:
+def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
+                   min_words_steps: int | None = None) -> list[StudyRow]:
     """The headline settings on the quality budget (about 60 CPU minutes a seed on 2 cores), validated on
-    dev along the way: the time-to-accuracy figure's curves."""
+    dev along the way: the time-to-accuracy figure's curves; with `min_words`, also SL+AL distilled from
+    (and selected on) the train rows of at least that many words (`--train-min-words`, beyond the paper)."""
     if not steps:
         return []
-    return [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
+    rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
+    if min_words:
+        rows.append(StudyRow(task, "SL+AL", outer_steps=min_words_steps or steps, tag="long-sentences", headline=True,
+                             train_min_words=min_words))
+    return rows
 
 
 PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
     "paper": lambda c: (_task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps)
-                        + _headline_rows("sst2", c.headline_outer_steps)),
+                        + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
+                                           c.headline_min_words_outer_steps)),
     "paper-sst2": lambda c: (_task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps)
-                             + _headline_rows("sst2", c.headline_outer_steps)),
+                             + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
+                                           c.headline_min_words_outer_steps)),
     # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
     "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL", headline=True), StudyRow("demo", "SL"),
                         StudyRow("demo", "random-1-shot"), StudyRow("demo", "random-1-shot-tuned"),
@@ -131,6 +140,12 @@ class StudyConfig:
     long_outer_steps: int | None = 150  # the T=10 row (each of its outer steps costs about 8 of T=1)
     # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): about 55 CPU minutes a seed with one thread
     headline_outer_steps: int | None = 4500
+    # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
+    # train split is mostly phrases, its validation split whole sentences (docs/ablation, row sent10)
+    headline_min_words: int | None = 10
+    # its real batches are whole sentences (median 17 words against 7), so a step costs about 1.7 times one
+    # on all rows: 3,000 steps fit the -long rows' budget of about 60 CPU minutes a seed
+    headline_min_words_outer_steps: int | None = 3000
     run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
     seq_len: int | None = None          # None: the run preset's
     max_length: int | None = None       # real examples' tokens; None: the run preset's
@@ -147,7 +162,7 @@ class StudyConfig:
     seeds: int = 3                      # distillations per headline row (the paper's protocol has one)
     other_seeds: int = 1                # distillations per other distilled row
     kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
-    curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long")   # validated on dev along the way
+    curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long", "sst2-sl-al-1x1-long-sentences")   # validated on dev along the way
     curve_learners: int = 10            # learners of each point of a curve row (its `best` is chosen on them)
     curve_points: int = 12              # dev validations of a curve row (the time-to-accuracy figure)
     only: tuple[str, ...] = ()          # keep these rows: a whole key names that row, a part every row holding it
@@ -205,7 +220,7 @@ class Study:
         self.config = config
         self.out = Path(config.out)
         self.log = log
-        self._prepared: dict[str, object] = {}
+        self._prepared: dict[tuple, object] = {}
 
     # --- shared pieces ----------------------------------------------------------------------
     def run_config(self, row: StudyRow, outer_lr: float, inner_lr_init: float, outer_steps: int):
@@ -223,6 +238,8 @@ class Study:
                 "eval_rows": None}              # reported numbers: the whole evaluation split
         if c.max_length is not None:
             data["max_length"] = c.max_length
+        if row.train_min_words:
+            data["train_min_words"] = row.train_min_words
         return RunConfig.from_preset(c.run_preset, {
             "data": data,
             "model": {"device": c.device},
@@ -232,14 +249,15 @@ class Study:
                         "baselines": False, "eval_learners": c.learners, "eval_precision": c.eval_precision,
                         "inner_memory": "store"}})
 
-    def prepared(self, task: str):
-        """Data and learner of a task, loaded once per study."""
+    def prepared(self, task: str, train_min_words: int | None = None):
+        """Data and learner of a task (and train-row filter), loaded once per study."""
         from .distiller import prepare
 
-        if task not in self._prepared:
-            row = StudyRow(task, self.config.grid_setting)
-            self._prepared[task] = prepare(self.run_config(row, 0.01, 0.1, 1))
-        return self._prepared[task]
+        key = (task, train_min_words)
+        if key not in self._prepared:
+            row = StudyRow(task, self.config.grid_setting, train_min_words=train_min_words)
+            self._prepared[key] = prepare(self.run_config(row, 0.01, 0.1, 1))
+        return self._prepared[key]
 
     def eval_config(self, learners: int | None = None):
         from .evaluation import EvalConfig
@@ -426,7 +444,7 @@ class Study:
             shutil.rmtree(run_dir)
         if resume:
             self.log(f"  {run_dir.name}: continuing from its last resume point")
-        d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task), resume=resume)
+        d = Distiller(cfg, run_dir=run_dir, prepared=self.prepared(row.task, row.train_min_words), resume=resume)
         final: dict = {}
         d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
         summary = d.run_loop()
@@ -625,6 +643,11 @@ def add_parser(sub) -> None:
     p.add_argument("--headline-outer-steps", type=int, default=d.headline_outer_steps,
                    help="outer steps of the SST-2 HL+AL and SL+AL '-long' rows, validated on dev along the way "
                         "for the time-to-accuracy figure (0: no such rows)")
+    p.add_argument("--headline-min-words-outer-steps", type=int, default=d.headline_min_words_outer_steps,
+                   help="outer steps of the '-long-sentences' row (default: 3,000, as costly as the -long rows' 4,500)")
+    p.add_argument("--headline-min-words", type=int, default=d.headline_min_words,
+                   help="beyond the paper: add an SST-2 SL+AL '-long-sentences' row distilled from, and selected on, "
+                        "the train rows of at least this many words (--train-min-words; 0: no such row)")
     p.add_argument("--seq-len", type=int, help="positions L (default: the run preset's; cpu 64, paper 512)")
     p.add_argument("--grid-outer-lr", type=float, nargs="+", default=list(d.grid_outer_lr))
     p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
@@ -658,7 +681,8 @@ def add_parser(sub) -> None:
 def cmd_study(a) -> int:
     config = StudyConfig(preset=a.preset, run_preset=a.run_preset, out=a.out, data_dir=a.data_dir, learners=a.learners,
                          outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
-                         headline_outer_steps=a.headline_outer_steps,
+                         headline_outer_steps=a.headline_outer_steps, headline_min_words=a.headline_min_words,
+                         headline_min_words_outer_steps=a.headline_min_words_outer_steps,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,

@@ -10,7 +10,12 @@ import torch
 
 from distill_core.errors import UserError
 from distill_core.study import PRESETS, Study, StudyConfig, StudyRow, load_summary, plan, run_study
+from distill_core.presets import default_of
 from distill_core.views import results as views
+
+# the smoke study's distilled rows run the cpu preset, whose distilled-data average their labels name
+AVERAGED = f" (average {default_of('distill', 'average'):g})" if default_of("distill", "average") else ""
+SMOKE_LABELS = ["majority", "HL+AL" + AVERAGED, "SL" + AVERAGED, "random-1-shot", "random-1-shot-tuned", "full"]
 
 TINY = dict(preset="smoke", learners=2, outer_steps=2, grid_steps=1, grid_learners=1, grid_outer_lr=(0.01,),
             grid_inner_lr_init=(0.1, 0.3), full_steps=2, seq_len=8, max_length=32, threads=None, device="cpu",
@@ -28,9 +33,15 @@ def test_the_paper_preset_covers_the_issue():
     assert ("sst2", "SL+AL", 1, 3, True) in have and ("sst2", "SL+AL", 3, 3, False) in have
     assert ("sst2", "random-1-shot", 1, 3, True) in have and ("sst2", "random-3-shot", 3, 3, False) in have
     assert ("sst2", "SL+AL", 10, 10, False) in have
-    long = [r for r in rows if r.tag == "long"]      # the headline budget, validated along the way
-    assert [r.key for r in long] == list(StudyConfig().curve_rows) == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
-    assert all(r.outer_steps == StudyConfig().headline_outer_steps for r in long)
+    long = [r for r in rows if r.tag.startswith("long")]      # the headline budget, validated along the way
+    assert [r.key for r in long] == list(StudyConfig().curve_rows) == [
+        "sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long", "sst2-sl-al-1x1-long-sentences"]
+    assert [r.outer_steps for r in long] == [StudyConfig().headline_outer_steps] * 2 + [
+        StudyConfig().headline_min_words_outer_steps]
+    # only the sentences row filters train (and so dev) rows; every other row sees all of train
+    study = Study(StudyConfig(preset="paper"))
+    assert [study.run_config(r, 0.01, 0.1, 1).data.train_min_words for r in long] == [None, None, 10]
+    assert not any(r.train_min_words for r in rows if r.tag != "long-sentences")
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == ["mrpc-hl-al-1x1", "mrpc-hl-1x1"]
     # a whole key names that row alone, not its "-long" twin
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al-1x1",)))] == ["sst2-hl-al-1x1"]
@@ -40,7 +51,8 @@ def test_the_paper_preset_covers_the_issue():
     # majority class needs a spread across seeds)
     assert sorted(r.key for r in rows if r.headline) == [
         "mrpc-hl-al-1x1", "mrpc-sl-al-1x1",
-        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1", "sst2-sl-al-1x1-long"]
+        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1", "sst2-sl-al-1x1-long",
+        "sst2-sl-al-1x1-long-sentences"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -191,13 +203,13 @@ def test_load_summary_names_the_file_and_the_row(tmp_path):
 def test_results_views(smoke_study):
     _, rows, _ = smoke_study
     frame = views.results_frame(rows)
-    assert list(frame["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "random-1-shot-tuned", "full"]
+    assert list(frame["setting"]) == SMOKE_LABELS
     fig = views.results_figure(rows, "demo")
     bars = fig.data[0]
     assert list(bars.y) == [r["metrics"]["accuracy"]["mean"] for r in rows]
     assert list(bars.error_y.array) == [r["metrics"]["accuracy"]["std"] for r in rows]
     table = views.markdown_table(rows)
-    assert table.count("\n") == len(rows) + 1 and "| HL+AL |" in table
+    assert table.count("\n") == len(rows) + 1 and f"| HL+AL{AVERAGED} |" in table
     paper_row = {"task": "sst2", "setting": "SL+AL", "samples_per_class": 3, "inner_steps": 3, "same_data": False}
     assert views.paper_value(paper_row) == 90.4
     assert views.row_label(paper_row) == "SL+AL 3×3 diff"
@@ -244,7 +256,7 @@ def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatc
     monkeypatch.setenv("DISTILL_STUDY_DIR", str(out))
     at = _results_app()
     table = at.dataframe[0].value
-    assert list(table["setting"]) == ["majority", "HL+AL", "SL", "random-1-shot", "random-1-shot-tuned", "full"]
+    assert list(table["setting"]) == SMOKE_LABELS
     assert list(table["accuracy"])[1] == views.format_score(rows[1]["metrics"]["accuracy"])
     spec = at.get("plotly_chart")[0].proto.spec
     assert "error_y" in spec and "demo: accuracy" in spec
