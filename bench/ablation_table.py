@@ -31,7 +31,10 @@ def rows(folder: Path) -> list[dict]:
         dev, val = r["dev_metrics"]["accuracy"], r["accuracy"]
         out.append({"name": path.stem, "group": "ms" if path.stem.startswith("ms-") else "1x1",
                     "shape": f"{c['distilled']['samples_per_class']}x{c['distilled']['inner_steps']}",
-                    "draws": r["draws"], "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}",
+                    "draws": r["draws"],
+                    # a row that filters train rows (--train-min-words) carves its own, smaller dev split
+                    "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + (
+                        f" (own dev, {r['dev_rows']:,} rows)" if r.get("dev_rows", 2000) != 2000 else ""),
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
                     "lrs": _lrs(r["inner_lrs"], r.get("inner_lr_groups"))})
