@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill_core.study import time_to_accuracy  # noqa: E402
+from distill_core.views.results import series_label  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
         lo = [m - d for m, d in zip(s["mean"], s["std"])]
         hi = [m + d for m, d in zip(s["mean"], s["std"])]
         line, = ax.plot(s["cpu_minutes"], s["mean"], "--" if full else "-", color="grey" if full else None,
-                        marker="o", ms=3, label=f"{s['setting']} ({s['curves']} {'learners' if full else 'seeds'})")
+                        marker="o", ms=3, label=series_label(s))
         ax.fill_between(s["cpu_minutes"], lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
     ax.set_xlabel("CPU minutes (process time, all threads)")
     ax.set_ylabel(f"dev score % ({a.task})")

@@ -571,8 +571,10 @@ def time_to_accuracy(out: str | os.PathLike, rows: list[dict] | None = None) -> 
             continue
         curves = [c for c in curves if len(c) >= 2]
         if curves:
+            data = (r.get("config") or {}).get("data") or {}
+            # a row on filtered train rows validated on its own dev split: its curve says so
             series.append({"key": r["key"], "task": r["task"], "setting": r["setting"], "kind": kind,
-                           "curves": len(curves), **_band(curves)})
+                           "train_min_words": data.get("train_min_words"), "curves": len(curves), **_band(curves)})
     return {"split": "dev", "series": series}
 
 

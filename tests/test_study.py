@@ -173,6 +173,8 @@ def test_curve_rows_give_a_time_to_accuracy_band_over_their_seeds(smoke_study):
     data = time_to_accuracy(out)
     (series,) = data["series"]          # the one curve row; the fixed-step full row records no curve
     assert series["key"] == "demo-hl-al-1x1" and series["curves"] == 3 and data["split"] == "dev"
+    assert series["train_min_words"] is None and views.series_label(series) == "HL+AL (3 seeds)"
+    assert views.series_label({**series, "train_min_words": 10}) == "HL+AL (3 seeds, train rows of >= 10 words, own dev)"
     assert series["step"] == [1, 2]                        # eval_every = max(1, 2 // 12), and the final one
     runs = [out / "runs" / n / "metrics.jsonl" for n in rows[1]["config"]["runs"]]
     at_two = [next(e for e in map(json.loads, p.read_text().splitlines()) if e["type"] == "eval" and e["step"] == 2)

@@ -185,6 +185,13 @@ def markdown_table(rows: list[dict], previous: list[dict] | None = None) -> str:
     return "\n".join([head, sep, *body])
 
 
+def series_label(s: dict) -> str:
+    """'SL+AL (3 seeds)', or with the train-row filter of a sentences row, whose dev split is its own."""
+    words = s.get("train_min_words")
+    rows = f", train rows of >= {words} words, own dev" if words else ""
+    return f"{s['setting']} ({s['curves']} {'learners' if s['kind'] == 'full data' else 'seeds'}{rows})"
+
+
 def time_to_accuracy_figure(data: dict, task: str) -> go.Figure | None:
     """Dev score against CPU minutes: one line and mean +- std band per curve row of `task` (its seeds,
     or the full-data row's learners); None when the study has no curve for the task."""
@@ -195,7 +202,7 @@ def time_to_accuracy_figure(data: dict, task: str) -> go.Figure | None:
     fig = go.Figure()
     for i, s in enumerate(series):
         colour = "#7F7F7F" if s["kind"] == "full data" else colours[i % len(colours)]
-        name = f"{s['setting']} ({s['curves']} {'learners' if s['kind'] == 'full data' else 'seeds'})"
+        name = series_label(s)
         upper = [m + d for m, d in zip(s["mean"], s["std"])]
         lower = [m - d for m, d in zip(s["mean"], s["std"])]
         fig.add_trace(go.Scatter(x=s["cpu_minutes"] + s["cpu_minutes"][::-1], y=upper + lower[::-1], fill="toself",
