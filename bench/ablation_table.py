@@ -56,6 +56,12 @@ def table(found: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _preset_then(r: dict) -> str:
+    """A run without overrides ran the preset as it was then: say so with the values that have changed since."""
+    average = r.get("config", {}).get("distill", {}).get("average", 0.0)
+    return f"the {r.get('preset', 'cpu')} preset as it was (average {average:g})"
+
+
 def stability_table(folder: Path) -> str:
     """The stability runs (bench/stability.py): each seed's gap between its best and its last validation."""
     lines = ["| run | seeds | gap best - final per seed (points) | all within 2 | overrides |", "|---|---|---|---|---|"]
@@ -65,7 +71,7 @@ def stability_table(folder: Path) -> str:
         changed = {k: v for sec, kv in r.get("overrides", {}).items() for k, v in kv.items()
                    if k not in ("task", "data_dir", "eval_rows", "allow_hub", "eval_learners", "baselines")}
         lines.append(f"| {path.stem} | {len(r['seeds'])} | {gaps} | {'yes' if r.get('all_within') else 'no'} | "
-                     f"{json.dumps(changed) if changed else 'the default'} |")
+                     f"{json.dumps(changed) if changed else _preset_then(r)} |")
     return "\n".join(lines)
 
 
