@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--meta-batch", "distill", "meta_batch", "K (real batch, head initialisation) draws per outer step, "
              "their hypergradients averaged before clipping (beyond the paper's K=1; costs K times a step)", type=int)
     _setting(g, "--average", "distill", "average", "validate, save and return an exponential moving average of "
-             "the distilled data with this decay, e.g. 0.98 (beyond the paper; 0: the last iterate, as the paper)",
+             "the distilled data with this decay, e.g. 0.99 (beyond the paper; 0: the last iterate, as the paper)",
              type=float)
     _setting(g, "--weight-decay", "distill", "weight_decay", type=float)
     _setting(g, "--warmup-ratio", "distill", "warmup_ratio", type=float)

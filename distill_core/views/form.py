@@ -112,7 +112,7 @@ FIELDS: tuple[Field, ...] = (
           "real batches and head initialisations per outer step, hypergradients averaged (beyond the "
           "paper's 1; each step costs K times as much)", min=1),
     Field("average", "Average the distilled data (decay, 0 = off)", "Outer loop and evaluation", "float",
-          "validate, save and return a moving average of the distilled data, e.g. 0.98: steadier late in a run "
+          "validate, save and return a moving average of the distilled data (cpu preset: 0.99): steadier late in a run "
           "(beyond the paper, which keeps the last iterate)", min=0.0),
     Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float"),
     Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float"),
