@@ -326,7 +326,7 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     return TaskData(spec, train, evaluation, source, dev)
 
 
-def keep_min_words(train: Split, min_words: int, label_names) -> Split:
+def keep_min_words(train: Split, min_words: int, label_names: Sequence[str]) -> Split:
     """The train rows with at least `min_words` whitespace words over all their text fields."""
     keep = [i for i, t in enumerate(train.texts) if sum(len(x.split()) for x in t) >= min_words]
     if not keep:

@@ -259,7 +259,9 @@ class Study:
         key = (task, train_min_words)
         if key not in self._prepared:
             row = StudyRow(task, self.config.grid_setting, train_min_words=train_min_words)
-            self._prepared[key] = prepare(self.run_config(row, 0.01, 0.1, 1))
+            # the same task on other train rows shares the learner already loaded for it
+            learner = next((p.learner for (t, _), p in self._prepared.items() if t == task), None)
+            self._prepared[key] = prepare(self.run_config(row, 0.01, 0.1, 1), learner=learner)
         return self._prepared[key]
 
     def eval_config(self, learners: int | None = None):

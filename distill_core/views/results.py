@@ -40,8 +40,7 @@ def row_label(row: dict) -> str:
     ('HL+AL (long)'), and the distilled data's average where the row ran with one ('SL+AL (average 0.98)'),
     so that rows of two recipes in one study are told apart."""
     spc, t = row.get("samples_per_class", 1), row.get("inner_steps", 1)
-    config = row.get("config") or {}
-    average = (config.get("distill") or {}).get("average") if isinstance(config, dict) else None
+    average = ((row.get("config") or {}).get("distill") or {}).get("average")
     notes = [n for n in (row.get("tag"), f"average {average:g}" if average else "") if n]
     tag = f" ({', '.join(notes)})" if notes else ""
     if row["setting"] in _SINGLE or (spc, t) == (1, 1):
