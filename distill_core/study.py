@@ -9,11 +9,14 @@ Layout under `out`:
   metrics, last checkpoint), which the app's pages open for inspection; while a seed runs it holds its
   resume point, so an interrupted row continues where it stopped,
 - `results/seeds/<run>.json`: one finished seed (its learners' scores); a row resumes seed by seed,
+- `results/seeds/<run>.running`: held (an OS file lock) by the process distilling that seed, so that
+  several processes can share a row's seeds (`--seed K`); a killed process lets go of it at once,
 - `summary.json`: the list of finished rows, in preset order, rewritten after every row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -164,6 +167,9 @@ class StudyConfig:
     full_lr: float = 5e-5
     seeds: int = 3                      # distillations per headline row (the paper's protocol has one)
     other_seeds: int = 1                # distillations per other distilled row
+    # distil only these seeds of the planned rows (empty: all); processes or machines sharing one study
+    # directory split a row's seeds this way, and the row is written by whichever finishes its last seed
+    only_seeds: tuple[int, ...] = ()
     kshot_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)   # the tuned k-shot rows' inner lrs
     curve_rows: tuple[str, ...] = ("sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long", "sst2-sl-al-1x1-long-sentences")   # validated on dev along the way
     curve_learners: int = 10            # learners of each point of a curve row (its `best` is chosen on them)
@@ -183,6 +189,8 @@ class StudyConfig:
 
         if self.run_preset not in RUN_PRESETS:
             raise UserError(f"unknown run preset {self.run_preset!r}; choose from {', '.join(RUN_PRESETS)}")
+        if any(k < 0 for k in self.only_seeds):
+            raise UserError(f"study seeds are numbered from 0, got {list(self.only_seeds)}")
         for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length",
                      "seeds", "other_seeds", "full_learners", "curve_learners"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -310,7 +318,9 @@ class Study:
     def result_path(self, row: StudyRow) -> Path:
         return self.out / "results" / f"{row.key}.json"
 
-    def run_row(self, row: StudyRow) -> dict:
+    def run_row(self, row: StudyRow) -> dict | None:
+        """The row's result, written to results/<key>.json; None (nothing written) while some of its seeds
+        are left to other processes."""
         from .evaluation import (converged_finetune_baseline, full_finetune_baseline, majority_baseline,
                                  random_kshot_baseline, tuned_kshot_baseline)
 
@@ -375,7 +385,10 @@ class Study:
                           "lr_from": f"grid/{row.task}.json (the distilled rows' chosen inner-lr init)",
                           "eval_precision": c.eval_precision}
             else:
-                res, config = self._distill_row(row, chosen)
+                done = self._distill_row(row, chosen)
+                if done is None:
+                    return None
+                res, config = done
                 extra["run"] = f"runs/{row.key}"
                 extra["seeds"] = res["seeds"]
         cpu, wall = clock.read()
@@ -390,15 +403,16 @@ class Study:
         write_json(self.result_path(row), result)
         return result
 
-    def _distill_row(self, row: StudyRow, chosen: dict) -> tuple[dict, dict]:
+    def _distill_row(self, row: StudyRow, chosen: dict) -> tuple[dict, dict] | None:
         """`seeds` distillations of the row (runs/<key> for the first seed, runs/<key>-seed<k> after), each scored
-        with `learners` learners; the row's metrics pool every learner, `seeds` keeps the across-seed view."""
+        with `learners` learners; the row's metrics pool every learner, `seeds` keeps the across-seed view.
+        None while a seed is missing: left out by `only_seeds`, or being distilled by another process."""
         from .distiller import Distiller
         from .evaluation import aggregate_seeds, summarize
 
         c = self.config
         steps = row.outer_steps or c.outer_steps
-        per_seed, runs, cpu, scored = [], [], 0.0, []
+        per_seed, runs, cpu, scored, missing = [], [], 0.0, [], []
         seeds = c.seeds if row.headline else c.other_seeds
         for k in range(seeds):
             run_dir = self.out / "runs" / (row.key if k == 0 else f"{row.key}-seed{k}")
@@ -409,16 +423,53 @@ class Study:
                 cfg.distill.eval_every = max(1, steps // c.curve_points)
                 cfg.distill.eval_learners = c.curve_learners
             part = self.seed_part(self.out, run_dir.name, cfg.to_dict())
+            if part is None and c.only_seeds and k not in c.only_seeds:
+                missing.append(f"{k} (not asked for)")
+                continue
             if part is None:
-                part = self._distill_seed(row, cfg, run_dir)
+                with self._claim(run_dir.name) as claimed:
+                    if not claimed:
+                        missing.append(f"{k} (another process is distilling it)")
+                        continue
+                    # the other process may have finished it between our first look and the claim
+                    part = self.seed_part(self.out, run_dir.name, cfg.to_dict()) or self._distill_seed(row, cfg, run_dir)
             per_seed.append(part["per_learner"])
             runs.append(run_dir.name)
             scored.append(part.get("scored", {"checkpoint": "last"}))   # seeds of older studies
             cpu += part["cpu_seconds"]
+        if missing:
+            self.log(f"  {row.key}: not written yet, seeds missing: {', '.join(missing)}")
+            return None
         config = {**cfg.to_dict(), "grid": chosen, "eval_learners": c.learners, "eval_seed": 1234,
                   "distill_seeds": list(range(seeds)), "runs": runs, "scored": scored}
         pooled = summarize([r for rows in per_seed for r in rows])
         return {"metrics": pooled, "seeds": aggregate_seeds(per_seed), "cpu_seconds": round(cpu, 1)}, config
+
+    @contextlib.contextmanager
+    def _claim(self, name: str):
+        """Yields whether this process holds `name`'s claim: an exclusive, non-blocking lock on
+        results/seeds/<name>.running, which the OS drops when the process ends, however it ends."""
+        try:
+            import fcntl
+        except ImportError:     # no POSIX locks (Windows): one process per study directory
+            yield True
+            return
+        path = self.part_path(self.out, name).with_suffix(".running")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @staticmethod
     def part_path(out: Path, name: str) -> Path:
@@ -490,6 +541,8 @@ class Study:
                 continue
             self.log(f"[{i}/{len(rows)}] {row.key} ...")
             r = self.run_row(row)
+            if r is None:
+                continue
             m = r["metrics"]
             self.log(f"[{i}/{len(rows)}] {row.key}: " + ", ".join(
                 f"{k} {v['mean']:.2f} ± {v['std']:.2f} (n={v['n']})" for k, v in m.items())
@@ -518,6 +571,8 @@ class Study:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 row = pending.pop(done[0])
                 r = ray.get(done[0])
+                if r is None:
+                    continue
                 self.log(f"{row.key}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
                                                     for k, v in r["metrics"].items()))
                 self.write_summary()
@@ -667,6 +722,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=d.seeds,
                    help="distillations per headline row (SST-2 and MRPC HL+AL and SL+AL, and the SST-2 '-long' rows)")
     p.add_argument("--other-seeds", type=int, default=d.other_seeds, help="distillations per other distilled row")
+    p.add_argument("--seed", type=int, nargs="+", default=[], dest="only_seeds", metavar="K",
+                   help="distil only these seeds (from 0) of the planned rows, so that several processes or machines "
+                        "sharing the study directory split a row's seeds; the row is written once all are in")
     p.add_argument("--curve-learners", type=int, default=d.curve_learners,
                    help="learners of each dev validation of the curve rows (their best checkpoint is chosen on it)")
     p.add_argument("--only", nargs="+", default=[],
@@ -693,7 +751,7 @@ def cmd_study(a) -> int:
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
-                         other_seeds=a.other_seeds, curve_learners=a.curve_learners,
+                         other_seeds=a.other_seeds, only_seeds=tuple(a.only_seeds), curve_learners=a.curve_learners,
                          only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,
                          address=a.address, cpus_per_row=a.cpus_per_row, gpus_per_row=a.gpus_per_row)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)

@@ -343,3 +343,35 @@ def test_a_row_killed_mid_seed_continues_from_its_resume_point(tmp_path, monkeyp
         for t in a:
             torch.testing.assert_close(b[t], a[t], rtol=1e-5, atol=1e-6)
     assert again[0]["metrics"] == straight[0]["metrics"]
+
+
+def test_processes_split_a_rows_seeds(tmp_path, monkeypatch):
+    """`--seed K` distils only seed K; a seed another process holds is left to it; the row is written by the
+    run that finds every seed finished, without distilling any of them twice."""
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    tiny = {**TINY, "other_seeds": 2, "only": ("demo-sl",)}   # demo SL: two seeds, not a headline row
+    key = "demo-sl-1x1"
+    seeds = tmp_path / "results" / "seeds"
+    log: list[str] = []
+    assert Study(StudyConfig(out=str(tmp_path), only_seeds=(1,), **tiny), log=log.append).run() == []
+    assert (seeds / f"{key}-seed1.json").exists() and not (seeds / f"{key}.json").exists()
+    assert any("not written yet, seeds missing: 0 (not asked for)" in line for line in log)
+    assert not (tmp_path / "results" / f"{key}.json").exists()
+    seed1 = (seeds / f"{key}-seed1.json").stat().st_mtime_ns
+
+    other = Study(StudyConfig(out=str(tmp_path), **tiny))
+    with other._claim(key) as held:          # "another process" is distilling seed 0
+        assert held
+        log.clear()
+        assert Study(StudyConfig(out=str(tmp_path), **tiny), log=log.append).run() == []
+        assert any("seeds missing: 0 (another process is distilling it)" in line for line in log)
+        assert not (seeds / f"{key}.json").exists()
+
+    rows = Study(StudyConfig(out=str(tmp_path), **tiny), log=log.append).run()
+    assert [r["key"] for r in rows] == [key]
+    assert rows[0]["seeds"]["accuracy"]["seeds"] == 2
+    assert (seeds / f"{key}-seed1.json").stat().st_mtime_ns == seed1      # seed 1 was not distilled again
+    assert rows[0]["config"]["runs"] == [key, f"{key}-seed1"]
+    assert rows[0]["metrics"]["accuracy"]["n"] == 2 * TINY["learners"]      # both seeds' learners, pooled
+    with pytest.raises(UserError, match="numbered from 0"):
+        plan(StudyConfig(only_seeds=(-1,)))
