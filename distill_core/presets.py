@@ -6,7 +6,7 @@ all resolve their run configs.
   L = 64, 300 outer steps, a moving average of the distilled data with decay 0.99). Its inits, the split
   and the average go beyond the paper (docs/ablation: at T = 3 with the same data, 0.3 per step ends at
   the majority class, 0.1 per step above T = 1; without the average, runs fell late by up to 6 points
-  below their own best; with it, 5 seeds on the demo at 0.99 and 5 on SST-2 at 0.98 end within 2).
+  below their own best; with it at 0.99, 5 seeds on the demo and 5 on SST-2 end within 2).
 - `paper`: METHOD.md and the reference implementation: random inits, inner lr 1e-2, L = 512, Adam
   at 1e-2 with linear warm-up (10 %) and decay, clipping at 1.0, 100 learners. Its outer steps are
   30 epochs of SST-2 at batch 32; set --outer-steps for another task.
