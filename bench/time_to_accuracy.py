@@ -78,12 +78,13 @@ def main(argv: list[str]) -> None:
     full = load_task_data(full_cfg)
     full_eval = encode_split(full.eval, d.prep.learner.tokenizer, cfg.data.max_length)
     t0 = time.perf_counter()
-    final = evaluate_distilled(d.prep.learner, d.distilled, full_eval, d.prep.task.spec.metrics,
+    served = d.served()     # the moving average when --average is on; the raw iterate otherwise
+    final = evaluate_distilled(d.prep.learner, served, full_eval, d.prep.task.spec.metrics,
                                EvalConfig(learners=mine.final_learners, seed=10_000))
     dev_metrics = None
     if full.dev is not None:
         full_dev = encode_split(full.dev, d.prep.learner.tokenizer, cfg.data.max_length)
-        dev_metrics = evaluate_distilled(d.prep.learner, d.distilled, full_dev, d.prep.task.spec.metrics,
+        dev_metrics = evaluate_distilled(d.prep.learner, served, full_dev, d.prep.task.spec.metrics,
                                          EvalConfig(learners=mine.dev_learners, seed=900_000))["metrics"]
     import statistics
 
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
               "eval_rows": len(full_eval), "outer_steps_done": d.step, "train_seconds": round(train_seconds, 1),
               "monitor_eval_seconds": round(eval_seconds, 1), "final_eval_seconds": round(time.perf_counter() - t0, 1),
               "median_s": statistics.median(step_seconds) if step_seconds else None,
-              "inner_lrs": d.distilled.inner_lrs().tolist(), "inner_lr_groups": d.distilled.lr_groups, "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
+              "inner_lrs": served.inner_lrs().tolist(), "inner_lr_groups": served.lr_groups, "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
               "machine": machine(), "config": cfg.to_dict()}
     emit(record)
     if mine.out:

@@ -356,6 +356,13 @@ class Distiller:
         finally:
             self._set_learnable(raw)
 
+    def served(self) -> DistilledData:
+        """A copy of the data users get now: the moving average when `average` is on. Code that drives
+        `train_step` itself (pilots, benches) must score this, not `distilled`, which is the raw iterate
+        between the steps of a loop."""
+        with self.serving():
+            return self.distilled.clone()
+
     def _set_learnable(self, values: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for n, t in self.distilled.learnable().items():

@@ -300,7 +300,7 @@ class Study:
             for _ in range(c.grid_steps):
                 d.train_step()
             # chosen on the dev split (carved from train): the evaluation split only reports
-            loss = validation_loss(d.prep.learner, d.distilled, d.prep.selection, self.eval_config(c.grid_learners))
+            loss = validation_loss(d.prep.learner, d.served(), d.prep.selection, self.eval_config(c.grid_learners))
             cpu, wall = clock.read()
             done["pilots"].append({"outer_lr": outer_lr, "inner_lr_init": inner_lr, "steps": c.grid_steps,
                                    "setting": c.grid_setting, "validation_loss": loss,

@@ -88,6 +88,13 @@ def test_the_average_is_what_a_run_validates_saves_and_returns_and_it_resumes(tm
         want = decay * want + (1 - decay) * raw
     torch.testing.assert_close(straight.distilled.embeds.detach(), want, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(want, raw_seen[-1])                       # the average is not the last iterate
+    # code that steps the loop itself (the study's pilots, the benches) gets the average from served(),
+    # while the raw iterate stays in place for the next step
+    stepped = Distiller(demo_config(**cfg), prepared=demo_prepared)
+    for _ in range(4):
+        stepped.train_step()
+    torch.testing.assert_close(stepped.served().embeds.detach(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stepped.distilled.embeds.detach(), raw_seen[-1], rtol=1e-5, atol=1e-6)
     saved = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     torch.testing.assert_close(saved["embeds"], want, rtol=1e-5, atol=1e-6)
     # stopped after step 2 and resumed: the same average at the end
