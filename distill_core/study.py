@@ -5,6 +5,7 @@
 Layout under `out`:
 - `results/<key>.json`: one finished row (written atomically; a row with a file is skipped on re-run),
 - `grid/<task>.json`: the learning-rate pilot runs of a task and the choice made on validation loss,
+- `grid/<task>-<k>x<T>-<same|diff>.json`: a multi-step shape's own pilots over the outer lr (`grid_per_shape`),
 - `runs/<key>/`, `runs/<key>-seed<k>/`: the run directory of each seed of a distilled row (config,
   metrics, last checkpoint), which the app's pages open for inspection; while a seed runs it holds its
   resume point, so an interrupted row continues where it stopped,
@@ -161,6 +162,10 @@ class StudyConfig:
     grid_steps: int = 100               # pilot length; the choice is made on validation loss
     grid_learners: int = 4
     grid_setting: str = "HL+AL"         # the pilots run this setting; all rows of the task use its choice
+    # multi-step distilled rows (T > 1) choose their outer lr in pilots of their own shape (the inner-lr init
+    # stays the task's: the cpu preset splits it over the T steps). A 1x1 choice does not carry over: at the
+    # task's 0.03, SST-2 1x3 sat at the real loss of chance for 100 steps (57.4 after 300; 80.6 at 0.01)
+    grid_per_shape: bool = True
     # float32: bf16 autocast is about 1.8x faster on CPUs with bf16 units but 7x slower on those without
     # (an AMD EPYC here: 63 against 8.5 CPU s for one learner on SST-2's 2,000 dev rows)
     eval_precision: str = "float32"
@@ -281,21 +286,42 @@ class Study:
         return EvalConfig(learners=learners or self.config.learners, precision=self.config.eval_precision)
 
     # --- the learning-rate grid ---------------------------------------------------------------
-    def grid(self, task: str) -> dict:
-        """Pilot runs over (outer lr, inner-lr init); the lowest mean validation loss wins. Resumable per pilot."""
+    @staticmethod
+    def grid_name(task: str, shape: tuple[int, int, bool] = (1, 1, True)) -> str:
+        """The grid file's stem of a task and distilled shape (samples per class, inner steps, same data)."""
+        k, t, same = shape
+        return task if t == 1 else f"{task}-{k}x{t}-{'same' if same else 'diff'}"
+
+    def grid_for(self, row: StudyRow) -> dict:
+        """The pilots whose choice a distilled row uses: its shape's own when `grid_per_shape` and T > 1."""
+        if self.config.grid_per_shape and row.inner_steps > 1:
+            return self.grid(row.task, (row.samples_per_class, row.inner_steps, row.same_data))
+        return self.grid(row.task)
+
+    def grid(self, task: str, shape: tuple[int, int, bool] = (1, 1, True)) -> dict:
+        """Pilot runs over (outer lr, inner-lr init); the lowest mean validation loss (on dev) wins.
+        A multi-step shape pilots the outer lrs alone, at the task's chosen inner-lr init. Resumable per pilot."""
         from .distiller import Distiller
         from .evaluation import validation_loss
 
         c = self.config
-        path = self.out / "grid" / f"{task}.json"
+        name = self.grid_name(task, shape)
+        path = self.out / "grid" / f"{name}.json"
         done = read_json(path) if path.exists() else {"task": task, "pilots": []}
-        wanted = list(itertools.product(c.grid_outer_lr, c.grid_inner_lr_init))
+        inner_lrs = c.grid_inner_lr_init
+        if shape != (1, 1, True):
+            base = self.grid(task)["chosen"]
+            inner_lrs = (base["inner_lr_init"],)
+            done.update({"shape": {"samples_per_class": shape[0], "inner_steps": shape[1], "same_data": shape[2]},
+                         "inner_lr_init_from": f"grid/{task}.json"})
+        wanted = list(itertools.product(c.grid_outer_lr, inner_lrs))
+        pilot_row = StudyRow(task, c.grid_setting, *shape)
         for outer_lr, inner_lr in wanted:
             if any(p["outer_lr"] == outer_lr and p["inner_lr_init"] == inner_lr and p["steps"] == c.grid_steps
                    for p in done["pilots"]):
                 continue
             clock = _Clock()
-            cfg = self.run_config(StudyRow(task, c.grid_setting), outer_lr, inner_lr, c.grid_steps)
+            cfg = self.run_config(pilot_row, outer_lr, inner_lr, c.grid_steps)
             d = Distiller(cfg, prepared=self.prepared(task))
             for _ in range(c.grid_steps):
                 d.train_step()
@@ -306,7 +332,7 @@ class Study:
                                    "setting": c.grid_setting, "validation_loss": loss,
                                    "split": d.prep.selection_name,
                                    "cpu_seconds": cpu, "wall_seconds": wall})
-            self.log(f"grid {task}: outer lr {outer_lr}, inner lr init {inner_lr}: "
+            self.log(f"grid {name}: outer lr {outer_lr}, inner lr init {inner_lr}: "
                      f"validation loss {loss['mean']:.4f} ({wall:.0f} s)")
             write_json(path, done)
         pilots = [p for p in done["pilots"] if (p["outer_lr"], p["inner_lr_init"]) in wanted
@@ -375,7 +401,8 @@ class Study:
                       "different_data_per_step": not row.same_data, "learners": c.learners,
                       "eval_precision": c.eval_precision}
         else:
-            grid = self.grid(row.task)
+            # the k-shot rows take the task's inner-lr init, which a shape's own pilots keep
+            grid = self.grid_for(row) if row.kind == "distill" else self.grid(row.task)
             chosen = grid["chosen"]
             extra["grid_cpu_seconds"] = grid["cpu_seconds"]
             clock = _Clock()  # the grid's time is shared by the task's rows and reported apart
@@ -567,8 +594,12 @@ class Study:
             ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
         try:
             options = {"num_cpus": c.cpus_per_row, "num_gpus": c.gpus_per_row}
+            # every grid a pending row needs, tasks' first (a shape's pilots start from its task's choice)
             tasks = sorted({r.task for r in rows if r.kind in ("distill", "random-kshot")})
-            ray.get([_ray_grid.options(**options).remote(c, task) for task in tasks])
+            ray.get([_ray_grid.options(**options).remote(c, StudyRow(task, c.grid_setting)) for task in tasks])
+            shaped = {(r.task, r.samples_per_class, r.inner_steps, r.same_data): r for r in rows
+                      if r.kind == "distill" and r.inner_steps > 1 and c.grid_per_shape}
+            ray.get([_ray_grid.options(**options).remote(c, r) for r in shaped.values()])
             pending = {_ray_row.options(**options).remote(c, row): row for row in rows}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -660,9 +691,9 @@ def _threads_for(config: StudyConfig) -> None:
     torch.set_num_threads(max(1, int(config.threads or config.cpus_per_row)))
 
 
-def _grid_job(config: StudyConfig, task: str) -> dict:
+def _grid_job(config: StudyConfig, row: StudyRow) -> dict:
     _threads_for(config)
-    return Study(config, log=lambda s: None).grid(task)
+    return Study(config, log=lambda s: None).grid_for(row)
 
 
 def _row_job(config: StudyConfig, row: StudyRow) -> dict:
@@ -717,6 +748,9 @@ def add_parser(sub) -> None:
     p.add_argument("--grid-outer-lr", type=float, nargs="+", default=list(d.grid_outer_lr))
     p.add_argument("--grid-inner-lr-init", type=float, nargs="+", default=list(d.grid_inner_lr_init))
     p.add_argument("--grid-steps", type=int, default=d.grid_steps)
+    p.add_argument("--no-grid-per-shape", dest="grid_per_shape", action="store_false",
+                   help="multi-step rows take the task's 1x1 pilots' choice instead of piloting their own outer lr "
+                        "(the default pilots each shape: a 1x1 choice need not suit T = 3)")
     p.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=d.eval_precision)
     p.add_argument("--full-steps", type=int, default=d.full_steps,
                    help="full-data row: exactly this many batches, one learner (default: to convergence on dev)")
@@ -752,7 +786,7 @@ def cmd_study(a) -> int:
                          headline_outer_steps=a.headline_outer_steps, headline_min_words=a.headline_min_words,
                          headline_min_words_outer_steps=a.headline_min_words_outer_steps,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
-                         grid_steps=a.grid_steps, eval_precision=a.eval_precision, full_steps=a.full_steps,
+                         grid_steps=a.grid_steps, grid_per_shape=a.grid_per_shape, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
                          other_seeds=a.other_seeds, only_seeds=tuple(a.only_seeds), curve_learners=a.curve_learners,
                          only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,

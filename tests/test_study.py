@@ -374,3 +374,28 @@ def test_processes_split_a_rows_seeds(tmp_path, monkeypatch):
     assert rows[0]["metrics"]["accuracy"]["n"] == 2 * TINY["learners"]      # both seeds' learners, pooled
     with pytest.raises(UserError, match="numbered from 0"):
         plan(StudyConfig(only_seeds=(-1,)))
+
+
+def test_a_multi_step_row_pilots_its_own_outer_lr(tmp_path, monkeypatch):
+    """A T = 3 row chooses its outer lr in pilots of its own shape, at the task's chosen inner-lr init, and
+    distils with that choice; with grid_per_shape off it takes the task's 1x1 choice."""
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    tiny = {**TINY, "grid_outer_lr": (0.01, 0.3), "grid_inner_lr_init": (0.1, 0.3)}
+    study = Study(StudyConfig(out=str(tmp_path), **tiny), log=lambda s: None)
+    row = StudyRow("demo", "SL+AL", 1, 3, True)
+    shaped = study.grid_for(row)
+    task = json.loads((tmp_path / "grid" / "demo.json").read_text())
+    assert (tmp_path / "grid" / "demo-1x3-same.json").exists() and shaped["inner_lr_init_from"] == "grid/demo.json"
+    assert shaped["shape"] == {"samples_per_class": 1, "inner_steps": 3, "same_data": True}
+    assert sorted(p["outer_lr"] for p in shaped["pilots"]) == [0.01, 0.3]
+    assert {p["inner_lr_init"] for p in shaped["pilots"]} == {task["chosen"]["inner_lr_init"]}
+    losses = {p["outer_lr"]: p["validation_loss"]["mean"] for p in shaped["pilots"]}
+    assert shaped["chosen"]["outer_lr"] == min(losses, key=losses.get)
+    # the pilots really ran the shape: a 1x1 pilot at the same lrs lands elsewhere
+    same_lrs = next(p for p in task["pilots"] if p["outer_lr"] == 0.3 and p["inner_lr_init"] == task["chosen"]["inner_lr_init"])
+    assert same_lrs["validation_loss"]["mean"] != losses[0.3]
+    result = study.run_row(row)
+    assert result["config"]["grid"] == shaped["chosen"]
+    assert result["config"]["distill"]["lr_embeds"] == shaped["chosen"]["outer_lr"]
+    assert result["config"]["distilled"]["inner_steps"] == 3
+    assert Study(StudyConfig(out=str(tmp_path), grid_per_shape=False, **tiny)).grid_for(row)["chosen"] == task["chosen"]
