@@ -5,7 +5,7 @@
 Layout under `out`:
 - `results/<key>.json`: one finished row (written atomically; a row with a file is skipped on re-run),
 - `grid/<task>.json`: the learning-rate pilot runs of a task and the choice made on validation loss,
-- `grid/<task>-<k>x<T>-<same|diff>.json`: a multi-step shape's own pilots over the outer lr (`grid_per_shape`),
+- `grid/<row>.json`: a multi-step row's own pilots over the outer lr, on its budget (`grid_per_shape`),
 - `runs/<key>/`, `runs/<key>-seed<k>/`: the run directory of each seed of a distilled row (config,
   metrics, last checkpoint), which the app's pages open for inspection; while a seed runs it holds its
   resume point, so an interrupted row continues where it stopped,
@@ -162,9 +162,10 @@ class StudyConfig:
     grid_steps: int = 100               # pilot length; the choice is made on validation loss
     grid_learners: int = 4
     grid_setting: str = "HL+AL"         # the pilots run this setting; all rows of the task use its choice
-    # multi-step distilled rows (T > 1) choose their outer lr in pilots of their own shape (the inner-lr init
-    # stays the task's: the cpu preset splits it over the T steps). A 1x1 choice does not carry over: at the
-    # task's 0.03, SST-2 1x3 sat at the real loss of chance for 100 steps (57.4 after 300; 80.6 at 0.01)
+    # multi-step distilled rows (T > 1) choose their outer lr in their own pilots: their setting, shape and
+    # budget (the inner-lr init stays the task's: the cpu preset splits it over the T steps). A 1x1 HL+AL
+    # choice does not carry over: at SST-2's 0.03, SL+AL 1x3 sat at the real loss of chance for 180 steps
+    # and ended at 57.4; at 0.01 (docs/ablation) it reached 80.6
     grid_per_shape: bool = True
     # float32: bf16 autocast is about 1.8x faster on CPUs with bf16 units but 7x slower on those without
     # (an AMD EPYC here: 63 against 8.5 CPU s for one learner on SST-2's 2,000 dev rows)
@@ -286,57 +287,51 @@ class Study:
         return EvalConfig(learners=learners or self.config.learners, precision=self.config.eval_precision)
 
     # --- the learning-rate grid ---------------------------------------------------------------
-    @staticmethod
-    def grid_name(task: str, shape: tuple[int, int, bool] = (1, 1, True)) -> str:
-        """The grid file's stem of a task and distilled shape (samples per class, inner steps, same data)."""
-        k, t, same = shape
-        return task if t == 1 else f"{task}-{k}x{t}-{'same' if same else 'diff'}"
-
     def grid_for(self, row: StudyRow) -> dict:
-        """The pilots whose choice a distilled row uses: its shape's own when `grid_per_shape` and T > 1."""
+        """The pilots whose choice a distilled row uses: its own when `grid_per_shape` and T > 1."""
         if self.config.grid_per_shape and row.inner_steps > 1:
-            return self.grid(row.task, (row.samples_per_class, row.inner_steps, row.same_data))
+            return self.grid(row.task, row)
         return self.grid(row.task)
 
-    def grid(self, task: str, shape: tuple[int, int, bool] = (1, 1, True)) -> dict:
+    def grid(self, task: str, row: StudyRow | None = None) -> dict:
         """Pilot runs over (outer lr, inner-lr init); the lowest mean validation loss (on dev) wins.
-        A multi-step shape pilots the outer lrs alone, at the task's chosen inner-lr init. Resumable per pilot."""
+        Without `row`: the task's 100-step `grid_setting` pilots. With a multi-step `row`: that row's own
+        pilots, in its setting and shape and on its whole budget, over the outer lrs alone at the task's
+        chosen inner-lr init (a multi-step run can stall for its first ~150 steps, which a short pilot
+        cannot tell from a run that never learns). Resumable per pilot."""
         from .distiller import Distiller
         from .evaluation import validation_loss
 
         c = self.config
-        name = self.grid_name(task, shape)
+        name = row.key if row is not None else task
         path = self.out / "grid" / f"{name}.json"
         done = read_json(path) if path.exists() else {"task": task, "pilots": []}
-        inner_lrs = c.grid_inner_lr_init
-        if shape != (1, 1, True):
-            base = self.grid(task)["chosen"]
-            inner_lrs = (base["inner_lr_init"],)
-            done.update({"shape": {"samples_per_class": shape[0], "inner_steps": shape[1], "same_data": shape[2]},
-                         "inner_lr_init_from": f"grid/{task}.json"})
+        inner_lrs, pilot_row, steps = c.grid_inner_lr_init, StudyRow(task, c.grid_setting), c.grid_steps
+        if row is not None:
+            inner_lrs = (self.grid(task)["chosen"]["inner_lr_init"],)
+            pilot_row, steps = row, row.outer_steps or c.outer_steps
+            done.update({"row": row.key, "inner_lr_init_from": f"grid/{task}.json"})
         wanted = list(itertools.product(c.grid_outer_lr, inner_lrs))
-        pilot_row = StudyRow(task, c.grid_setting, *shape)
         for outer_lr, inner_lr in wanted:
-            if any(p["outer_lr"] == outer_lr and p["inner_lr_init"] == inner_lr and p["steps"] == c.grid_steps
+            if any(p["outer_lr"] == outer_lr and p["inner_lr_init"] == inner_lr and p["steps"] == steps
                    for p in done["pilots"]):
                 continue
             clock = _Clock()
-            cfg = self.run_config(pilot_row, outer_lr, inner_lr, c.grid_steps)
-            d = Distiller(cfg, prepared=self.prepared(task))
-            for _ in range(c.grid_steps):
+            cfg = self.run_config(pilot_row, outer_lr, inner_lr, steps)
+            d = Distiller(cfg, prepared=self.prepared(task, pilot_row.train_min_words))
+            for _ in range(steps):
                 d.train_step()
             # chosen on the dev split (carved from train): the evaluation split only reports
             loss = validation_loss(d.prep.learner, d.served(), d.prep.selection, self.eval_config(c.grid_learners))
             cpu, wall = clock.read()
-            done["pilots"].append({"outer_lr": outer_lr, "inner_lr_init": inner_lr, "steps": c.grid_steps,
-                                   "setting": c.grid_setting, "validation_loss": loss,
+            done["pilots"].append({"outer_lr": outer_lr, "inner_lr_init": inner_lr, "steps": steps,
+                                   "setting": pilot_row.setting, "validation_loss": loss,
                                    "split": d.prep.selection_name,
                                    "cpu_seconds": cpu, "wall_seconds": wall})
             self.log(f"grid {name}: outer lr {outer_lr}, inner lr init {inner_lr}: "
                      f"validation loss {loss['mean']:.4f} ({wall:.0f} s)")
             write_json(path, done)
-        pilots = [p for p in done["pilots"] if (p["outer_lr"], p["inner_lr_init"]) in wanted
-                  and p["steps"] == c.grid_steps]
+        pilots = [p for p in done["pilots"] if (p["outer_lr"], p["inner_lr_init"]) in wanted and p["steps"] == steps]
         best = min(pilots, key=lambda p: p["validation_loss"]["mean"])
         done["chosen"] = {"outer_lr": best["outer_lr"], "inner_lr_init": best["inner_lr_init"]}
         done["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in pilots), 1)
@@ -401,7 +396,7 @@ class Study:
                       "different_data_per_step": not row.same_data, "learners": c.learners,
                       "eval_precision": c.eval_precision}
         else:
-            # the k-shot rows take the task's inner-lr init, which a shape's own pilots keep
+            # the k-shot rows take the task's inner-lr init, which a multi-step row's own pilots keep
             grid = self.grid_for(row) if row.kind == "distill" else self.grid(row.task)
             chosen = grid["chosen"]
             extra["grid_cpu_seconds"] = grid["cpu_seconds"]
@@ -594,12 +589,11 @@ class Study:
             ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
         try:
             options = {"num_cpus": c.cpus_per_row, "num_gpus": c.gpus_per_row}
-            # every grid a pending row needs, tasks' first (a shape's pilots start from its task's choice)
+            # every grid a pending row needs, tasks' first (a multi-step row's pilots start from its task's choice)
             tasks = sorted({r.task for r in rows if r.kind in ("distill", "random-kshot")})
             ray.get([_ray_grid.options(**options).remote(c, StudyRow(task, c.grid_setting)) for task in tasks])
-            shaped = {(r.task, r.samples_per_class, r.inner_steps, r.same_data): r for r in rows
-                      if r.kind == "distill" and r.inner_steps > 1 and c.grid_per_shape}
-            ray.get([_ray_grid.options(**options).remote(c, r) for r in shaped.values()])
+            shaped = [r for r in rows if r.kind == "distill" and r.inner_steps > 1 and c.grid_per_shape]
+            ray.get([_ray_grid.options(**options).remote(c, r) for r in shaped])
             pending = {_ray_row.options(**options).remote(c, row): row for row in rows}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -750,7 +744,7 @@ def add_parser(sub) -> None:
     p.add_argument("--grid-steps", type=int, default=d.grid_steps)
     p.add_argument("--no-grid-per-shape", dest="grid_per_shape", action="store_false",
                    help="multi-step rows take the task's 1x1 pilots' choice instead of piloting their own outer lr "
-                        "(the default pilots each shape: a 1x1 choice need not suit T = 3)")
+                        "on their own setting and budget (the default: a 1x1 choice need not suit T = 3)")
     p.add_argument("--eval-precision", choices=["float32", "bfloat16"], default=d.eval_precision)
     p.add_argument("--full-steps", type=int, default=d.full_steps,
                    help="full-data row: exactly this many batches, one learner (default: to convergence on dev)")

@@ -377,25 +377,24 @@ def test_processes_split_a_rows_seeds(tmp_path, monkeypatch):
 
 
 def test_a_multi_step_row_pilots_its_own_outer_lr(tmp_path, monkeypatch):
-    """A T = 3 row chooses its outer lr in pilots of its own shape, at the task's chosen inner-lr init, and
-    distils with that choice; with grid_per_shape off it takes the task's 1x1 choice."""
+    """A T = 3 row chooses its outer lr in its own pilots (its setting, shape and budget) at the task's chosen
+    inner-lr init, and distils with that choice; with grid_per_shape off it takes the task's 1x1 choice."""
     monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
     tiny = {**TINY, "grid_outer_lr": (0.01, 0.3), "grid_inner_lr_init": (0.1, 0.3)}
     study = Study(StudyConfig(out=str(tmp_path), **tiny), log=lambda s: None)
     row = StudyRow("demo", "SL+AL", 1, 3, True)
-    shaped = study.grid_for(row)
+    own = study.grid_for(row)
     task = json.loads((tmp_path / "grid" / "demo.json").read_text())
-    assert (tmp_path / "grid" / "demo-1x3-same.json").exists() and shaped["inner_lr_init_from"] == "grid/demo.json"
-    assert shaped["shape"] == {"samples_per_class": 1, "inner_steps": 3, "same_data": True}
-    assert sorted(p["outer_lr"] for p in shaped["pilots"]) == [0.01, 0.3]
-    assert {p["inner_lr_init"] for p in shaped["pilots"]} == {task["chosen"]["inner_lr_init"]}
-    losses = {p["outer_lr"]: p["validation_loss"]["mean"] for p in shaped["pilots"]}
-    assert shaped["chosen"]["outer_lr"] == min(losses, key=losses.get)
-    # the pilots really ran the shape: a 1x1 pilot at the same lrs lands elsewhere
-    same_lrs = next(p for p in task["pilots"] if p["outer_lr"] == 0.3 and p["inner_lr_init"] == task["chosen"]["inner_lr_init"])
-    assert same_lrs["validation_loss"]["mean"] != losses[0.3]
+    assert json.loads((tmp_path / "grid" / f"{row.key}.json").read_text()) == own
+    assert own["row"] == row.key and own["inner_lr_init_from"] == "grid/demo.json"
+    assert sorted(p["outer_lr"] for p in own["pilots"]) == [0.01, 0.3]
+    assert {p["inner_lr_init"] for p in own["pilots"]} == {task["chosen"]["inner_lr_init"]}
+    assert {(p["setting"], p["steps"]) for p in own["pilots"]} == {("SL+AL", TINY["outer_steps"])}   # the row's own
+    assert {(p["setting"], p["steps"]) for p in task["pilots"]} == {("HL+AL", TINY["grid_steps"])}
+    losses = {p["outer_lr"]: p["validation_loss"]["mean"] for p in own["pilots"]}
+    assert own["chosen"]["outer_lr"] == min(losses, key=losses.get)
     result = study.run_row(row)
-    assert result["config"]["grid"] == shaped["chosen"]
-    assert result["config"]["distill"]["lr_embeds"] == shaped["chosen"]["outer_lr"]
+    assert result["config"]["grid"] == own["chosen"]
+    assert result["config"]["distill"]["lr_embeds"] == own["chosen"]["outer_lr"]
     assert result["config"]["distilled"]["inner_steps"] == 3
     assert Study(StudyConfig(out=str(tmp_path), grid_per_shape=False, **tiny)).grid_for(row)["chosen"] == task["chosen"]
