@@ -400,6 +400,7 @@ class Study:
             grid = self.grid_for(row) if row.kind == "distill" else self.grid(row.task)
             chosen = grid["chosen"]
             extra["grid_cpu_seconds"] = grid["cpu_seconds"]
+            extra["grid_file"] = f"grid/{grid.get('row', row.task)}.json"   # the pilots the choice came from
             clock = _Clock()  # the grid's time is shared by the task's rows and reported apart
             if row.kind == "random-kshot":
                 k = int(row.setting.split("-")[1])

@@ -397,4 +397,6 @@ def test_a_multi_step_row_pilots_its_own_outer_lr(tmp_path, monkeypatch):
     assert result["config"]["grid"] == own["chosen"]
     assert result["config"]["distill"]["lr_embeds"] == own["chosen"]["outer_lr"]
     assert result["config"]["distilled"]["inner_steps"] == 3
+    assert result["grid_file"] == f"grid/{row.key}.json"
+    assert views.chosen_on_dev(result).endswith("(the row's own pilots)")
     assert Study(StudyConfig(out=str(tmp_path), grid_per_shape=False, **tiny)).grid_for(row)["chosen"] == task["chosen"]
