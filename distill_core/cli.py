@@ -637,6 +637,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_world()
+
+
+def _leave_world() -> None:
+    # a gloo group left to interpreter teardown can abort a finished rank ("terminate called without an
+    # active exception", exit -6), failing a torchrun job whose work is all done
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
