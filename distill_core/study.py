@@ -287,11 +287,14 @@ class Study:
         return EvalConfig(learners=learners or self.config.learners, precision=self.config.eval_precision)
 
     # --- the learning-rate grid ---------------------------------------------------------------
+    def own_pilots(self, row: StudyRow) -> bool:
+        """Whether the row chooses its outer lr in its own pilots: a multi-step distilled row under
+        `grid_per_shape` (the k-shot rows take the task's inner-lr init, which those pilots keep)."""
+        return self.config.grid_per_shape and row.kind == "distill" and row.inner_steps > 1
+
     def grid_for(self, row: StudyRow) -> dict:
-        """The pilots whose choice a distilled row uses: its own when `grid_per_shape` and T > 1."""
-        if self.config.grid_per_shape and row.inner_steps > 1:
-            return self.grid(row.task, row)
-        return self.grid(row.task)
+        """The pilots whose choice a row uses: its own (`own_pilots`), else its task's."""
+        return self.grid(row.task, row) if self.own_pilots(row) else self.grid(row.task)
 
     def grid(self, task: str, row: StudyRow | None = None) -> dict:
         """Pilot runs over (outer lr, inner-lr init); the lowest mean validation loss (on dev) wins.
@@ -396,8 +399,7 @@ class Study:
                       "different_data_per_step": not row.same_data, "learners": c.learners,
                       "eval_precision": c.eval_precision}
         else:
-            # the k-shot rows take the task's inner-lr init, which a multi-step row's own pilots keep
-            grid = self.grid_for(row) if row.kind == "distill" else self.grid(row.task)
+            grid = self.grid_for(row)
             chosen = grid["chosen"]
             extra["grid_cpu_seconds"] = grid["cpu_seconds"]
             extra["grid_file"] = f"grid/{grid.get('row', row.task)}.json"   # the pilots the choice came from
@@ -593,8 +595,7 @@ class Study:
             # every grid a pending row needs, tasks' first (a multi-step row's pilots start from its task's choice)
             tasks = sorted({r.task for r in rows if r.kind in ("distill", "random-kshot")})
             ray.get([_ray_grid.options(**options).remote(c, StudyRow(task, c.grid_setting)) for task in tasks])
-            shaped = [r for r in rows if r.kind == "distill" and r.inner_steps > 1 and c.grid_per_shape]
-            ray.get([_ray_grid.options(**options).remote(c, r) for r in shaped])
+            ray.get([_ray_grid.options(**options).remote(c, r) for r in rows if self.own_pilots(r)])
             pending = {_ray_row.options(**options).remote(c, row): row for row in rows}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

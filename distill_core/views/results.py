@@ -110,7 +110,7 @@ def chosen_on_dev(row: dict) -> str:
     grid = c.get("grid")
     if isinstance(grid, dict) and "outer_lr" in grid:
         text = f"outer lr {_num(grid['outer_lr'])}, inner-lr init {_num(grid['inner_lr_init'])}"
-        if row.get("grid_file", f"grid/{row.get('task')}.json") != f"grid/{row.get('task')}.json":
+        if row.get("grid_file") not in (None, f"grid/{row.get('task')}.json"):
             text += " (the row's own pilots)"
         picked = [s.get("checkpoint") for s in c.get("scored") or []]
         if "best" in picked:
