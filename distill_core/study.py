@@ -442,6 +442,7 @@ class Study:
         steps = row.outer_steps or c.outer_steps
         per_seed, runs, cpu, scored, missing = [], [], 0.0, [], []
         seeds = c.seeds if row.headline else c.other_seeds
+        plans = []
         for k in range(seeds):
             run_dir = self.out / "runs" / (row.key if k == 0 else f"{row.key}-seed{k}")
             cfg = self.run_config(row, chosen["outer_lr"], chosen["inner_lr_init"], steps)
@@ -450,17 +451,22 @@ class Study:
             if row.key in c.curve_rows:
                 cfg.distill.eval_every = max(1, steps // c.curve_points)
                 cfg.distill.eval_learners = c.curve_learners
-            part = self.seed_part(self.out, run_dir.name, cfg.to_dict())
-            if part is None and c.only_seeds and k not in c.only_seeds:
-                missing.append(f"{k} (not asked for)")
+            plans.append((k, run_dir, cfg))
+        for k, run_dir, cfg in plans:       # this process's seeds first
+            if c.only_seeds and k not in c.only_seeds or self.seed_part(self.out, run_dir.name, cfg.to_dict()):
                 continue
+            with self._claim(run_dir.name) as claimed:
+                # the other process may have finished it between our first look and the claim
+                if claimed and self.seed_part(self.out, run_dir.name, cfg.to_dict()) is None:
+                    self._distill_seed(row, cfg, run_dir)
+        # then every seed's part, looked up only now: a seed another process finished while this one was
+        # distilling counts, so whichever process finishes a row's last seed writes the row
+        for k, run_dir, cfg in plans:
+            part = self.seed_part(self.out, run_dir.name, cfg.to_dict())
             if part is None:
-                with self._claim(run_dir.name) as claimed:
-                    if not claimed:
-                        missing.append(f"{k} (another process is distilling it)")
-                        continue
-                    # the other process may have finished it between our first look and the claim
-                    part = self.seed_part(self.out, run_dir.name, cfg.to_dict()) or self._distill_seed(row, cfg, run_dir)
+                asked = not c.only_seeds or k in c.only_seeds
+                missing.append(f"{k} ({'another process is distilling it' if asked else 'not asked for'})")
+                continue
             per_seed.append(part["per_learner"])
             runs.append(run_dir.name)
             scored.append(part.get("scored", {"checkpoint": "last"}))   # seeds of older studies

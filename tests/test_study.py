@@ -376,6 +376,29 @@ def test_processes_split_a_rows_seeds(tmp_path, monkeypatch):
         plan(StudyConfig(only_seeds=(-1,)))
 
 
+def test_the_process_finishing_a_rows_last_seed_writes_it(tmp_path, monkeypatch):
+    """Two processes split a row's seeds and each finishes while the other is still distilling: the seed
+    the other one finished meanwhile counts, so the row is written by whichever ends last."""
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    tiny = {**TINY, "other_seeds": 2, "only": ("demo-sl",)}
+    key = "demo-sl-1x1"
+    other_log: list[str] = []
+    distil = Study._distill_seed
+
+    def meanwhile(self, row, cfg, run_dir):
+        if run_dir.name == f"{key}-seed1":
+            # "the other process" distils seed 0 from start to end while this one holds seed 1
+            Study(StudyConfig(out=str(tmp_path), only_seeds=(0,), **tiny), log=other_log.append).run()
+        return distil(self, row, cfg, run_dir)
+
+    monkeypatch.setattr(Study, "_distill_seed", meanwhile)
+    rows = Study(StudyConfig(out=str(tmp_path), only_seeds=(1,), **tiny), log=lambda s: None).run()
+    assert any("seeds missing: 1 (not asked for)" in line for line in other_log)   # seed 1 was not done yet
+    assert [r["key"] for r in rows] == [key]
+    assert rows[0]["config"]["runs"] == [key, f"{key}-seed1"]
+    assert rows[0]["metrics"]["accuracy"]["n"] == 2 * TINY["learners"]
+
+
 def test_a_multi_step_row_pilots_its_own_outer_lr(tmp_path, monkeypatch):
     """A T = 3 row chooses its outer lr in its own pilots (its setting, shape and budget) at the task's chosen
     inner-lr init, and distils with that choice; with grid_per_shape off it takes the task's 1x1 choice."""
