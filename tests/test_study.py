@@ -47,11 +47,12 @@ def test_the_paper_preset_covers_the_issue():
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al-1x1",)))] == ["sst2-hl-al-1x1"]
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al",)))] == [
         "sst2-hl-al-1x1", "sst2-hl-al-1x1-long"]
-    # the headline rows (3 seeds): SST-2 HL+AL and SL+AL, on both budgets, and MRPC's (its margin over the
-    # majority class needs a spread across seeds)
+    # the headline rows (3 seeds): SST-2 HL+AL and SL+AL, on both budgets, MRPC's (its margin over the
+    # majority class needs a spread across seeds) and SST-2's distilled multi-step rows (measured against 1x1)
     assert sorted(r.key for r in rows if r.headline) == [
         "mrpc-hl-al-1x1", "mrpc-sl-al-1x1",
-        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1", "sst2-sl-al-1x1-long"]
+        "sst2-hl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-10x10-diff", "sst2-sl-al-1x1", "sst2-sl-al-1x1-long",
+        "sst2-sl-al-1x3-same", "sst2-sl-al-3x3-diff"]
 
 
 @pytest.mark.parametrize("change, message", [
