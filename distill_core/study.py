@@ -144,7 +144,7 @@ class StudyConfig:
     data_dir: str | None = None
     learners: int = 100                 # fine-tunings per row (the paper's protocol)
     outer_steps: int = 300
-    long_outer_steps: int | None = 300  # the T=10 row, on the 1x1 rows' budget (each of its outer steps costs about 5 of T=1: 4.3 against 0.86 CPU s; at 150 its real loss was still falling)
+    long_outer_steps: int | None = 300  # the T=10 row, on the 1x1 rows' budget: at 150 its real loss was still falling (each of its steps costs about 4 of T=1: 3.7-3.9 against 0.86 CPU s)
     # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): about 55 CPU minutes a seed with one thread
     headline_outer_steps: int | None = 4500
     # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
