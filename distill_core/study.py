@@ -452,9 +452,9 @@ class Study:
             if row.key in c.curve_rows:
                 cfg.distill.eval_every = max(1, steps // c.curve_points)
                 cfg.distill.eval_learners = c.curve_learners
-            plans.append((k, run_dir, cfg))
-        for k, run_dir, cfg in plans:       # this process's seeds first
-            if c.only_seeds and k not in c.only_seeds or self.seed_part(self.out, run_dir.name, cfg.to_dict()):
+            plans.append((k, run_dir, cfg, not c.only_seeds or k in c.only_seeds))
+        for k, run_dir, cfg, asked in plans:       # this process's seeds first
+            if not asked or self.seed_part(self.out, run_dir.name, cfg.to_dict()):
                 continue
             with self._claim(run_dir.name) as claimed:
                 # the other process may have finished it between our first look and the claim
@@ -462,10 +462,9 @@ class Study:
                     self._distill_seed(row, cfg, run_dir)
         # then every seed's part, looked up only now: a seed another process finished while this one was
         # distilling counts, so whichever process finishes a row's last seed writes the row
-        for k, run_dir, cfg in plans:
+        for k, run_dir, cfg, asked in plans:
             part = self.seed_part(self.out, run_dir.name, cfg.to_dict())
             if part is None:
-                asked = not c.only_seeds or k in c.only_seeds
                 missing.append(f"{k} ({'another process is distilling it' if asked else 'not asked for'})")
                 continue
             per_seed.append(part["per_learner"])
