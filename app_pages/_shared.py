@@ -34,14 +34,16 @@ def job_registry() -> jobs.JobRegistry:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def cached_learner(model: str, num_labels: int, label_names: tuple[str, ...], device: str) -> Learner:
-    return load_learner(model, num_labels, device, label_names=list(label_names))
+def cached_learner(model: str, num_labels: int, label_names: tuple[str, ...], device: str,
+                   pooling: str = "cls") -> Learner:
+    return load_learner(model, num_labels, device, label_names=list(label_names), pooling=pooling)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading distilled data…")
 def _cached_distilled(path: str, mtime: float, model: str, device: str) -> tuple[Learner, DistilledData]:
     header = DistilledData.load(path)    # UserError for a missing, foreign or broken file
-    learner = cached_learner(model, header.num_labels, tuple(header.label_names), device)
+    learner = cached_learner(model, header.num_labels, tuple(header.label_names), device,
+                             (header.meta or {}).get("pooling", "cls"))
     return learner, DistilledData.load(path, device=learner.device, dtype=learner.dtype, expect=learner.fingerprint())
 
 

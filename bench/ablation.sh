@@ -33,6 +33,9 @@ declare -A ROWS=(
   [sent10-batch128]="--outer-steps 1200 --train-min-words 10 --real-batch 128 --budget-draws 1200"
   [sent10-lr-layer]="--outer-steps 1200 --train-min-words 10 --inner-lr-groups layer --budget-draws 1200"
   [seq128-lr-layer]="--outer-steps 1200 --seq-len 128 --inner-lr-groups layer --budget-draws 1200"
+  [base-average99]="--outer-steps 1200 --budget-draws 1200"
+  [pool-mean]="--outer-steps 1200 --pooling mean --budget-draws 1200"
+  [pool-mean-sent10]="--outer-steps 1200 --pooling mean --train-min-words 10 --budget-draws 1200"
   [lr-head]="--outer-steps 1200 --inner-lr-groups head --budget-draws 1200"
   [lr-layer]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
   [ms-1x1]="--outer-steps 600 --budget-draws 600"
@@ -46,7 +49,7 @@ declare -A ROWS=(
 ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split attn-all ms-3x3-diff-split
        outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
        ms-10x10-diff-split sent10 sent10-lr-layer ms-1x3-same-split-long sent10-batch128
-       seq128-lr-layer)
+       seq128-lr-layer base-average99 pool-mean pool-mean-sent10)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

@@ -58,6 +58,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     _setting(g, "--model", "model", "name", "BERT-family checkpoint (hub name or path)")
     _setting(g, "--device", "model", "device", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     _setting(g, "--dtype", "model", "dtype", "", choices=["float32", "float64", "bfloat16"])
+    _setting(g, "--pooling", "model", "pooling", "what the head reads: cls, the pooler at [CLS] (the paper), or "
+             "mean, beyond the paper: the mean of the last layer over the tokens, the pooling sentence-transformers "
+             "models such as the bundled one were trained with", choices=["cls", "mean"])
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -444,7 +447,8 @@ def _load_bare_file(path: Path, data_dir: str | None, device: str, eval_rows: in
     if not meta.get("task") or meta.get("task") == "custom":
         raise UserError(f"{path} does not name a registered task in its header; evaluate its run directory instead")
     cfg = RunConfig(data=DataConfig(task=meta["task"], data_dir=data_dir, eval_rows=eval_rows),
-                    model=ModelConfig(name=meta.get("model") or ModelConfig().name, device=device))
+                    model=ModelConfig(name=meta.get("model") or ModelConfig().name, device=device,
+                                      pooling=meta.get("pooling", "cls")))
     prep = prepare(cfg)
     distilled = DistilledData.load(path, device=prep.learner.device, dtype=prep.learner.dtype,
                                    expect=prep.learner.fingerprint())

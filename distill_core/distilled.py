@@ -441,6 +441,10 @@ def check_fingerprint(header: dict, expect: dict, where: str) -> None:
         if key in expect and int(header[key]) != int(expect[key]):
             raise UserError(f"{where} was made for another model or task: {key} is {header[key]} "
                             f"in the file but {expect[key]} for {expect.get('model', 'this model')}")
+    pooled = (header.get("meta") or {}).get("pooling", "cls")   # files from before the option: the pooler
+    if "pooling" in expect and pooled != expect["pooling"]:
+        raise UserError(f"{where} was distilled for a classifier with pooling {pooled!r}, but this model uses "
+                        f"{expect['pooling']!r}: set pooling to {pooled!r}")
     made_for = (header.get("meta") or {}).get("model_identity")
     if made_for and expect.get("model_identity") and made_for != expect["model_identity"]:
         theirs = (header.get("meta") or {}).get("model", "another model")

@@ -209,7 +209,7 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     learner, task = prep.learner, prep.task
     gen = torch.Generator().manual_seed(config.distill.seed)
     meta = {"task": task.spec.name, "model": learner.name, "model_identity": learner.identity(), "demo": task.is_demo,
-            "source": task.source}
+            "source": task.source, "pooling": learner.pooling}
     d = DistilledData(config.distilled, task.spec.num_labels, learner.hidden_size, learner.num_layers,
                       learner.num_heads, list(task.spec.label_names), meta, device=learner.device,
                       dtype=learner.dtype, generator=gen)

@@ -8,6 +8,11 @@ skipped in every pass, the real batches, evaluation and the twice-differentiated
 pass alike. It is the same function as Hugging Face's `BertForSequenceClassification`
 (tests/test_encoder.py compares the two in float64); models it does not cover use the
 Hugging Face path.
+
+Beyond the paper, `pooling="mean"` classifies the mean of the last layer over each example's tokens
+instead of the pooler at [CLS]: the pooling sentence-transformers models such as the bundled
+all-MiniLM-L6-v2 were trained with. The last layer then runs on every position, and the pooler is
+not used.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import torch.nn.functional as F
 from .adjoint_fold import FoldSlot
 from .adjoint_fold import linear as fold_linear
 
-__all__ = ["EncoderSpec", "spec_for", "bert_classifier"]
+__all__ = ["EncoderSpec", "POOLINGS", "spec_for", "bert_classifier"]
+
+POOLINGS = ("cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -29,9 +36,10 @@ class EncoderSpec:
     num_heads: int
     eps: float
     prefix: str = "bert."
+    pooling: str = "cls"   # "cls": pooler at [CLS] (the paper); "mean": mean of the last layer over the tokens
 
 
-def spec_for(module: torch.nn.Module) -> EncoderSpec | None:
+def spec_for(module: torch.nn.Module, pooling: str = "cls") -> EncoderSpec | None:
     """The spec of a plain BERT classifier (absolute positions, exact GELU), or None for anything else."""
     cfg = getattr(module, "config", None)
     if cfg is None or getattr(cfg, "model_type", None) != "bert" or getattr(cfg, "is_decoder", False):
@@ -42,7 +50,8 @@ def spec_for(module: torch.nn.Module) -> EncoderSpec | None:
     if bert is None or getattr(bert, "pooler", None) is None or not isinstance(getattr(module, "classifier", None),
                                                                                    torch.nn.Linear):
         return None
-    return EncoderSpec(int(cfg.num_hidden_layers), int(cfg.num_attention_heads), float(cfg.layer_norm_eps))
+    return EncoderSpec(int(cfg.num_hidden_layers), int(cfg.num_attention_heads), float(cfg.layer_norm_eps),
+                       pooling=pooling)
 
 
 def _linear(x: torch.Tensor, p: dict, name: str, slot: FoldSlot | None = None) -> torch.Tensor:
@@ -87,6 +96,25 @@ def _cls_slots(cls_index: torch.Tensor, rows: int, width: int):
     slot = torch.empty_like(row)
     slot[perm] = torch.arange(len(row), device=row.device) - start[row[perm]]
     return row, slot, int(counts.max())
+
+
+def _mean_pool(h: torch.Tensor, mask, cls_index) -> torch.Tensor:
+    """(B, H): the mean of the last layer over each example's own tokens (sentence-transformers' pooling).
+
+    Padded rows average over the key mask; packed rows over the tokens each [CLS] may attend to, which
+    the block-diagonal mask makes exactly that example's own tokens.
+    """
+    if mask is None:
+        return h.mean(1)
+    if cls_index is None:
+        keep = mask[:, 0, 0, :].to(h.dtype)                          # (R, S): [CLS]'s row is the key mask
+        return (keep.unsqueeze(1) @ h).squeeze(1) / keep.sum(1, keepdim=True)
+    R, W = h.shape[0], h.shape[1]
+    row, slot, c_max = _cls_slots(cls_index, R, W)
+    keep = h.new_zeros((R, c_max, W))
+    keep[row, slot] = mask[row, 0, cls_index - row * W].to(h.dtype)   # each example's tokens, in its slot
+    sums = torch.bmm(keep, h)                                          # (R, C_max, H)
+    return sums[row, slot] / keep[row, slot].sum(1, keepdim=True)
 
 
 def _layer(p: dict, name: str, spec: EncoderSpec, h: torch.Tensor, mask, eager: bool, cls_index=None,
@@ -157,16 +185,19 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
     for i in range(spec.num_layers):
         last = i == spec.num_layers - 1
         h, log_probs = _layer(params, f"{pre}encoder.layer.{i}", spec, h, mask, eager, cls_index,
-                          cls_only=last and attention != "all", fold=fold_slot)
+                          cls_only=last and attention != "all" and spec.pooling == "cls", fold=fold_slot)
         if attention == "cls":
             rows.append(log_probs[:, :, 0])
         elif attention == "all":
             rows.append(log_probs)
-    if cls_index is not None:
-        cls = h if h.dim() == 2 else h.reshape(-1, h.shape[-1]).index_select(0, cls_index)
+    if spec.pooling == "mean":
+        pooled = _mean_pool(h, mask, cls_index)
     else:
-        cls = h[:, 0]
-    pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense", fold_slot))
+        if cls_index is not None:
+            cls = h if h.dim() == 2 else h.reshape(-1, h.shape[-1]).index_select(0, cls_index)
+        else:
+            cls = h[:, 0]
+        pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense", fold_slot))
     logits = _linear(pooled, params, "classifier", fold_slot)
     if not rows:
         return logits, None

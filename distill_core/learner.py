@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 from torch.func import functional_call
 
-from .encoder import bert_classifier, spec_for
+from .encoder import POOLINGS, bert_classifier, spec_for
 from .errors import UserError
 from .presets import BASE
 from .losses import attention_rows
@@ -57,6 +57,7 @@ class ModelConfig:
     name: str = BASE["model"]["name"]  # hub name or local path; the default needs no network
     device: str = BASE["model"]["device"]
     dtype: str = BASE["model"]["dtype"]  # float32 | float64 (tests) | bfloat16 (experimental)
+    pooling: str = BASE["model"]["pooling"]  # cls (the paper) | mean (beyond it: sentence-transformers' pooling)
 
     def torch_dtype(self) -> torch.dtype:
         try:
@@ -75,7 +76,9 @@ class Learner:
 
     HEAD_PREFIXES = ("classifier.",)
 
-    def __init__(self, module: torch.nn.Module, tokenizer=None, name: str = "custom"):
+    def __init__(self, module: torch.nn.Module, tokenizer=None, name: str = "custom", pooling: str = "cls"):
+        if pooling not in POOLINGS:
+            raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.module = module.eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -92,7 +95,14 @@ class Learner:
         self.head_names = [k for k in self.pretrained if k.startswith(self.HEAD_PREFIXES)]
         # Plain BERT classifiers run on distill_core.encoder (the last layer only at [CLS]);
         # anything else goes through the Hugging Face module.
-        self.encoder_spec = spec_for(module)
+        self.pooling = pooling
+        self.encoder_spec = spec_for(module, pooling)
+        if pooling != "cls":
+            if self.encoder_spec is None:
+                raise UserError(f"pooling {pooling!r} needs a plain BERT classifier (absolute positions, exact "
+                                f"GELU, a pooler and a linear head); {name!r} is not one: use pooling 'cls'")
+            # Mean pooling never reads the pooler: it is not trained, so no gradient is asked of it.
+            self.inner_names = [k for k in self.inner_names if ".pooler." not in k]
 
     # --- shapes -------------------------------------------------------------------------
     @property
@@ -130,7 +140,7 @@ class Learner:
         """What a distilled-data file must match to be used with this learner (shapes, and the model's identity)."""
         return {"model": self.name, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
                 "num_heads": self.num_heads, "vocab_size": int(self.config.vocab_size),
-                "num_labels": self.num_labels, "model_identity": self.identity()}
+                "num_labels": self.num_labels, "model_identity": self.identity(), "pooling": self.pooling}
 
     def identity(self) -> str:
         """A short hash of the model's architecture config and vocabulary (not of the head, labels or dropout).
@@ -271,8 +281,13 @@ def _silence_transformers() -> None:
 
 
 def load_learner(name: str = BUNDLED_MODEL, num_labels: int = 2, device: str | torch.device = "auto",
-                 dtype: torch.dtype = torch.float32, label_names: list[str] | None = None) -> Learner:
-    """Load any BERT-family checkpoint as a classifier with eager-capable attention and no dropout."""
+                 dtype: torch.dtype = torch.float32, label_names: list[str] | None = None,
+                 pooling: str = "cls") -> Learner:
+    """Load any BERT-family checkpoint as a classifier with eager-capable attention and no dropout.
+
+    pooling: "cls" (the pooler at [CLS], as in the paper) or "mean" (beyond it: the mean of the last
+    layer over the tokens, as sentence-transformers checkpoints were trained).
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     _silence_transformers()
@@ -296,8 +311,9 @@ def load_learner(name: str = BUNDLED_MODEL, num_labels: int = 2, device: str | t
         raise UserError(f"model {name!r} has no `classifier` head; a BERT-family checkpoint is needed")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     module = module.to(device=dev, dtype=dtype)
-    return Learner(module, tokenizer, name=BUNDLED_MODEL if name in (None, "", "bundled", BUNDLED_MODEL) else name)
+    return Learner(module, tokenizer, name=BUNDLED_MODEL if name in (None, "", "bundled", BUNDLED_MODEL) else name,
+                   pooling=pooling)
 
 
 def learner_from_config(cfg: ModelConfig, num_labels: int, label_names: list[str] | None = None) -> Learner:
-    return load_learner(cfg.name, num_labels, cfg.device, cfg.torch_dtype(), label_names)
+    return load_learner(cfg.name, num_labels, cfg.device, cfg.torch_dtype(), label_names, cfg.pooling)

@@ -30,7 +30,7 @@ BASE: dict[str, dict[str, Any]] = {
              "label_column": None, "max_length": 128, "real_batch_size": 32, "train_rows": None,
              "train_min_words": None,
              "eval_rows": None, "allow_hub": True, "seed": 0, "dev_fraction": 0.05, "dev_max_rows": 2000},
-    "model": {"name": "bundled:all-MiniLM-L6-v2", "device": "auto", "dtype": "float32"},
+    "model": {"name": "bundled:all-MiniLM-L6-v2", "device": "auto", "dtype": "float32", "pooling": "cls"},
     "distilled": {"seq_len": 64, "samples_per_class": 1, "inner_steps": 1, "different_data_per_step": False,
                   "label_type": "soft", "attention_labels": "cls", "attention_loss_weight": 1.0,
                   "inner_lr_init": 0.1, "inner_lr_max": None, "split_inner_lr": False, "inner_lr_groups": "one", "init": "random", "attention_init": "random"},

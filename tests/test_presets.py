@@ -58,6 +58,7 @@ def test_explicit_flags_win_over_the_preset():
     assert cfg.distilled.seq_len == 32 and cfg.distilled.init == "random"           # the rest stays the paper's
     assert cfg.distill.lr_embeds == 0.05 and cfg.distill.lr_labels == 0.2 and not cfg.distill.baselines
     assert _cli("--eval-rows", "0").data.eval_rows is None and _cli().data.eval_rows == 300
+    assert _cli("--pooling", "mean").model.pooling == "mean" and _cli().model.pooling == "cls"
 
 
 def test_help_names_a_default_for_every_setting():

@@ -70,6 +70,10 @@ FIELDS: tuple[Field, ...] = (
     Field("device", "Device", "Model", "choice", "auto picks cuda, then mps, then cpu",
           options=("auto", "cpu", "cuda", "mps")),
     Field("dtype", "Dtype", "Model", "choice", options=("float32", "float64", "bfloat16")),
+    Field("pooling", "Pooling", "Model", "choice",
+          "what the head reads: cls, the pooler at [CLS] (the paper); mean (beyond the paper), the mean of the "
+          "last layer over the tokens, as sentence-transformers models like the bundled one were trained",
+          options=("cls", "mean")),
     Field("seq_len", "Sequence length L", "Distilled data", "int",
           "positions of each synthetic sample (paper: 512; shorter is far cheaper)"),
     Field("samples_per_class", "Samples per class", "Distilled data", "int"),
