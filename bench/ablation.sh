@@ -12,7 +12,8 @@ LANES=${LANES:-1}
 THREADS=${THREADS:-$((2 / LANES))}
 COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-baselines --eval-learners 4
         --final-learners 20 --dev-learners 10 --json --eval-every 150)
-# name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300)
+# name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300; the long
+# pair: 4500 draws at the study's SST-2 outer lr, the '-long' rows' budget)
 declare -A ROWS=(
   [base]="--outer-steps 1200 --budget-draws 1200"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
@@ -36,6 +37,8 @@ declare -A ROWS=(
   [base-average99]="--outer-steps 1200 --budget-draws 1200"
   [pool-mean]="--outer-steps 1200 --pooling mean --budget-draws 1200"
   [pool-mean-sent10]="--outer-steps 1200 --pooling mean --train-min-words 10 --budget-draws 1200"
+  [long-average99]="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
+  [pool-mean-long]="--outer-steps 4500 --pooling mean --lr 0.03 --eval-every 375 --budget-draws 4500"
   [lr-head]="--outer-steps 1200 --inner-lr-groups head --budget-draws 1200"
   [lr-layer]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
   [ms-1x1]="--outer-steps 600 --budget-draws 600"
@@ -49,7 +52,8 @@ declare -A ROWS=(
 ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms-1x3-same-split attn-all ms-3x3-diff-split
        outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
        ms-10x10-diff-split sent10 sent10-lr-layer ms-1x3-same-split-long sent10-batch128
-       seq128-lr-layer base-average99 pool-mean pool-mean-sent10)
+       seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
+       long-average99)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

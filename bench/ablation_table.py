@@ -11,7 +11,14 @@ from pathlib import Path
 
 from distill_core.views.curves import format_inner_lrs
 
-GROUPS = {"1x1": "one step, 1,200 hypergradients", "ms": "multi-step, 600 outer steps (T=10: 300)"}
+GROUPS = {"1x1": "one step, 1,200 hypergradients", "long": "one step, the study's '-long' budget (4,500 hypergradients)",
+          "ms": "multi-step, 600 outer steps (T=10: 300)"}
+
+
+def _group(name: str, draws: int) -> str:
+    if name.startswith("ms-"):
+        return "ms"
+    return "long" if draws > 1200 else "1x1"
 
 
 def _lrs(lrs: list, groups: list[str] | None) -> str:
@@ -29,13 +36,14 @@ def rows(folder: Path) -> list[dict]:
             continue
         c = r["config"]
         dev, val = r["dev_metrics"]["accuracy"], r["accuracy"]
-        out.append({"name": path.stem, "group": "ms" if path.stem.startswith("ms-") else "1x1",
+        out.append({"name": path.stem, "group": _group(path.stem, r["draws"]),
                     "shape": f"{c['distilled']['samples_per_class']}x{c['distilled']['inner_steps']}",
                     "draws": r["draws"],
                     # a row that filters train rows (--train-min-words) carves its own, smaller dev split
                     "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + (
                         f" (own dev, {r['dev_rows']:,} rows)" if r.get("dev_rows", 2000) != 2000 else ""),
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
+                    "average": c["distill"].get("average", 0.0),
                     "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
                     "lrs": _lrs(r["inner_lrs"], r.get("inner_lr_groups"))})
     return out
@@ -48,10 +56,10 @@ def table(found: list[dict]) -> str:
         if not part:
             continue
         lines += [f"**{title}** (sorted by dev)", "",
-                  "| row | T | hypergradients | dev (10 learners, 2,000 rows) | validation (20 learners, 872) | "
-                  "training s | learned inner lr |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['dev']} | {r['val']} | {r['train_s']:.0f} | "
-                  f"{r['lrs']} |" for r in part]
+                  "| row | T | hypergradients | average | dev (10 learners, 2,000 rows) | validation (20 learners, 872) | "
+                  "training s | learned inner lr |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['average']:g} | {r['dev']} | {r['val']} | "
+                  f"{r['train_s']:.0f} | {r['lrs']} |" for r in part]
         lines.append("")
     return "\n".join(lines)
 
