@@ -337,9 +337,12 @@ class Study:
             write_json(path, done)
         pilots = [p for p in done["pilots"] if (p["outer_lr"], p["inner_lr_init"]) in wanted and p["steps"] == steps]
         best = min(pilots, key=lambda p: p["validation_loss"]["mean"])
+        before = (done.get("chosen"), done.get("cpu_seconds"))
         done["chosen"] = {"outer_lr": best["outer_lr"], "inner_lr_init": best["inner_lr_init"]}
         done["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in pilots), 1)
-        write_json(path, done)
+        if (done["chosen"], done["cpu_seconds"]) != before or not path.exists():
+            # a finished grid is read on every row: rewriting it each time would churn the study's files
+            write_json(path, done)
         return done
 
     # --- rows ------------------------------------------------------------------------------

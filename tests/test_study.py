@@ -98,6 +98,11 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
     losses = {p["inner_lr_init"]: p["validation_loss"]["mean"] for p in grid["pilots"]}
     assert set(losses) == {0.1, 0.3}
     assert grid["chosen"]["inner_lr_init"] == min(losses, key=losses.get)   # chosen on validation loss
+    # a finished grid is read, not rewritten
+    grid_file = out / "grid" / "demo.json"
+    stamp = grid_file.stat().st_mtime_ns
+    assert Study(StudyConfig(out=str(out), **TINY)).grid("demo")["chosen"] == grid["chosen"]
+    assert grid_file.stat().st_mtime_ns == stamp
     distilled = [r for r in summary if r["setting"] in ("HL+AL", "SL")]
     for r in distilled:
         assert r["config"]["grid"] == grid["chosen"]
