@@ -38,6 +38,8 @@ declare -A ROWS=(
   [pool-mean]="--outer-steps 1200 --pooling mean --budget-draws 1200"
   [pool-mean-sent10]="--outer-steps 1200 --pooling mean --train-min-words 10 --budget-draws 1200"
   [long-average99]="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
+  [long-average99-seed1]="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500 --seed 1"
+  [long-average99-seed2]="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500 --seed 2"
   [pool-mean-long]="--outer-steps 4500 --pooling mean --lr 0.03 --eval-every 375 --budget-draws 4500"
   [lr-head]="--outer-steps 1200 --inner-lr-groups head --budget-draws 1200"
   [lr-layer]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
@@ -53,7 +55,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
        ms-10x10-diff-split sent10 sent10-lr-layer ms-1x3-same-split-long sent10-batch128
        seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
-       long-average99)
+       long-average99 long-average99-seed1 long-average99-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
