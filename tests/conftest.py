@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
 
-def tiny_learner(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64) -> Learner:
+def tiny_learner(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64,
+                 pooling: str = "cls") -> Learner:
     """A random 2-layer, 2-head BERT classifier; small enough for finite differences in float64."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -24,7 +25,7 @@ def tiny_learner(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
                      attn_implementation="eager")
     module = BertForSequenceClassification(cfg).to(dtype)
-    return Learner(module, tokenizer=None, name="tiny-test-bert")
+    return Learner(module, tokenizer=None, name="tiny-test-bert", pooling=pooling)
 
 
 @pytest.fixture(scope="session")

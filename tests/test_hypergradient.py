@@ -17,8 +17,8 @@ from conftest import tiny_learner
 
 
 def make_case(T: int, different: bool, label_type: str = "soft", attention: str = "cls", seed: int = 0,
-              lr_groups: str = "one"):
-    learner = tiny_learner(seed=seed)
+              lr_groups: str = "one", pooling: str = "cls"):
+    learner = tiny_learner(seed=seed, pooling=pooling)
     spc = T if different else 1  # T=5 different data: recursion segments of uneven length
     cfg = DistilledConfig(seq_len=6, samples_per_class=spc, inner_steps=T, different_data_per_step=different,
                           label_type=label_type, attention_labels=attention, inner_lr_init=0.3,
@@ -39,27 +39,54 @@ def make_case(T: int, different: bool, label_type: str = "soft", attention: str 
     return learner, d, theta0, batch
 
 
-def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch) -> torch.Tensor:
-    """The plain reference: keep every graph (create_graph=True) and backprop once, eager everywhere."""
+def hugging_face_pass(learner, params, **inputs):
+    """(logits, attentions) from Hugging Face's module: a pass independent of the engine's encoder."""
+    out = learner.forward(params, output_attentions=True, eager=True, **inputs)
+    return out.logits, out.attentions
+
+
+def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch, forward=hugging_face_pass) -> torch.Tensor:
+    """The plain reference: keep every graph (create_graph=True) and backprop once, eager everywhere.
+    forward(learner, params, **inputs) -> (logits, attentions) is the classifier's pass."""
     cfg = d.config
     params = {k: v.detach().requires_grad_(True) for k, v in theta0.items()}
     lrs = F.softplus(d.lr_raw)
     group = d.lr_group_index(params)
     for t in range(cfg.inner_steps):
-        # Hugging Face's module, not the engine's encoder: an independent forward pass.
         b = d.step_batch(t)
-        out = learner.forward(params, inputs_embeds=b.embeds, output_attentions=True, eager=True)
-        loss = soft_cross_entropy(out.logits, b.targets)
+        logits, attentions = forward(learner, params, inputs_embeds=b.embeds)
+        loss = soft_cross_entropy(logits, b.targets)
         if cfg.attention_labels != "none":
-            loss = loss + cfg.attention_loss_weight * attention_kl(b.attention_logits, out.attentions,
+            loss = loss + cfg.attention_loss_weight * attention_kl(b.attention_logits, attentions,
                                                                    cfg.attention_labels)
         keys = list(params)
         gs = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=True, allow_unused=True)
         lr = (lambda k: lrs[t]) if group is None else (lambda k: lrs[t, group[k]])   # noqa: E731
         params = {k: params[k] - lr(k) * (0 if g is None else g) for k, g in zip(keys, gs)}
-    out = learner.forward(params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                          token_type_ids=batch.token_type_ids, eager=True)
-    return soft_cross_entropy(out.logits, batch.labels)
+    logits, _ = forward(learner, params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        token_type_ids=batch.token_type_ids)
+    return soft_cross_entropy(logits, batch.labels)
+
+
+def assert_matches_finite_differences(res, d: DistilledData, loss_at_current) -> None:
+    """The hypergradient along a random direction of every learnable tensor against central differences
+    of loss_at_current() (a float of the distilled data as it stands)."""
+    g = torch.Generator().manual_seed(7)
+    eps = 1e-6
+    for name, tensor in d.learnable().items():
+        direction = torch.randn(tensor.shape, generator=g, dtype=torch.float64)
+        base = tensor.detach().clone()
+
+        def loss_at(value):
+            with torch.no_grad():
+                tensor.copy_(value)
+            return loss_at_current()
+
+        plus, minus = loss_at(base + eps * direction), loss_at(base - eps * direction)
+        loss_at(base)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = float((res.grads[name] * direction).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
 
 
 CASES = [(1, False), (3, False), (3, True), (5, True)]
@@ -128,22 +155,7 @@ def test_micro_batches_give_the_same_gradient():
 def test_hypergradient_matches_finite_differences(T, different, recompute):
     learner, d, theta0, batch = make_case(T, different, seed=3)
     res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
-    g = torch.Generator().manual_seed(7)
-    eps = 1e-6
-    for name, tensor in d.learnable().items():
-        direction = torch.randn(tensor.shape, generator=g, dtype=torch.float64)
-        base = tensor.detach().clone()
-
-        def loss_at(value):
-            with torch.no_grad():
-                tensor.copy_(value)
-            return float(unrolled_loss(learner, d, theta0, batch).detach())
-
-        plus, minus = loss_at(base + eps * direction), loss_at(base - eps * direction)
-        loss_at(base)
-        numeric = (plus - minus) / (2 * eps)
-        analytic = float((res.grads[name] * direction).sum())
-        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+    assert_matches_finite_differences(res, d, lambda: float(unrolled_loss(learner, d, theta0, batch).detach()))
 
 
 @pytest.mark.parametrize("label_type", ["hard", "unrestricted"])
