@@ -340,7 +340,7 @@ class Study:
         before = (done.get("chosen"), done.get("cpu_seconds"))
         done["chosen"] = {"outer_lr": best["outer_lr"], "inner_lr_init": best["inner_lr_init"]}
         done["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in pilots), 1)
-        if (done["chosen"], done["cpu_seconds"]) != before or not path.exists():
+        if (done["chosen"], done["cpu_seconds"]) != before:
             # a finished grid is read on every row: rewriting it each time would churn the study's files
             write_json(path, done)
         return done
