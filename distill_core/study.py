@@ -486,27 +486,8 @@ class Study:
     def _claim(self, name: str):
         """Yields whether this process holds `name`'s claim: an exclusive, non-blocking lock on
         results/seeds/<name>.running, which the OS drops when the process ends, however it ends."""
-        try:
-            import fcntl
-        except ImportError:     # no POSIX locks (Windows): one process per study directory
-            yield True
-            return
-        path = self.part_path(self.out, name).with_suffix(".running")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{os.getpid()}\n")
-                handle.flush()
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _file_lock(self.part_path(self.out, name).with_suffix(".running"), wait=False) as held:
+            yield held
 
     @staticmethod
     def part_path(out: Path, name: str) -> Path:
@@ -623,9 +604,39 @@ class Study:
     def write_summary(self) -> list[dict]:
         """Every finished row of the preset, `--only` or not: a partial run must not drop earlier rows."""
         everything = PRESETS[self.config.preset](self.config)
-        finished = [read_json(self.result_path(r)) for r in everything if self.result_path(r).exists()]
-        write_json(self.out / "summary.json", finished)
+        # processes sharing the directory each rewrite the summary: under the lock, the last one to
+        # write has read every row finished before it, so no row drops out of the file
+        with _file_lock(self.out / "results" / "summary.lock", wait=True):
+            finished = [read_json(self.result_path(r)) for r in everything if self.result_path(r).exists()]
+            write_json(self.out / "summary.json", finished)
         return finished
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, wait: bool):
+    """Yields whether this process holds an exclusive OS lock on `path` (created if missing); with
+    `wait`, it blocks until it does. The OS drops the lock when the process ends, however it ends.
+    Without POSIX locks (Windows) it yields True: one process per study directory there."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _band(points: list[list[tuple[float, float, float]]]) -> dict:

@@ -382,6 +382,35 @@ def test_processes_split_a_rows_seeds(tmp_path, monkeypatch):
         plan(StudyConfig(only_seeds=(-1,)))
 
 
+def test_summary_rewrites_wait_for_each_other(tmp_path, monkeypatch):
+    """Processes sharing a study directory each rewrite summary.json: one that waits for another's
+    rewrite reads the rows finished meanwhile, so its summary does not drop them."""
+    import threading
+
+    from distill_core.runs import write_json
+    from distill_core.study import _file_lock
+
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    study = Study(StudyConfig(out=str(tmp_path), **TINY))
+    first, second = plan(study.config)[:2]
+    def finished(row: StudyRow) -> None:
+        write_json(study.result_path(row), {"key": row.key, "task": row.task, "setting": row.setting, "metrics": {}})
+
+    finished(first)
+    writer = threading.Thread(target=study.write_summary)
+    with _file_lock(tmp_path / "results" / "summary.lock", wait=True) as held:   # another process rewrites
+        assert held
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not (tmp_path / "summary.json").exists()     # it waits for the lock
+        finished(second)                                                          # a row finished meanwhile
+    writer.join(30)
+    assert not writer.is_alive()
+    assert [r["key"] for r in load_summary(tmp_path / "summary.json")] == [first.key, second.key]
+    with _file_lock(tmp_path / "results" / "summary.lock", wait=False) as held:   # and it let go
+        assert held
+
+
 def test_the_process_finishing_a_rows_last_seed_writes_it(tmp_path, monkeypatch):
     """Two processes split a row's seeds and each finishes while the other is still distilling: the seed
     the other one finished meanwhile counts, so the row is written by whichever ends last."""
