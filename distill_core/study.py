@@ -96,7 +96,7 @@ def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
     dev along the way: the time-to-accuracy figure's curves; with `min_words`, also SL+AL distilled from
     (and selected on) the train rows of at least that many words (`--train-min-words`, beyond the paper).
     That row has `other_seeds`: its first seed scored 82.8 on validation against the `-long` SL+AL row's
-    82.6, so the gain it showed at 1,200 hypergradients (81.9 against 79.3) is gone at this budget."""
+    82.8 across seeds (82.6 before the moving average), so the gain it showed at 1,200 hypergradients (81.9 against 79.3) is gone at this budget."""
     if not steps:
         return []
     rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
