@@ -29,6 +29,11 @@ declare -A ROWS=(
   [hl-al]="--outer-steps 1200 --label-type hard --budget-draws 1200"
   [attn-all]="--outer-steps 1200 --attention-labels all --budget-draws 1200"
   [lambda3]="--outer-steps 1200 --attention-weight 3 --budget-draws 1200"
+  [lambda03]="--outer-steps 1200 --attention-weight 0.3 --budget-draws 1200"
+  [base-disjoint]="--outer-steps 1200 --dev-disjoint --budget-draws 1200"
+  [lr-layer-average99]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
+  [long-linear]="--outer-steps 4500 --lr 0.03 --schedule linear --eval-every 375 --budget-draws 4500"
+  [long-lr-layer]="--outer-steps 4500 --lr 0.03 --inner-lr-groups layer --eval-every 375 --budget-draws 4500"
   [batch128]="--outer-steps 1200 --real-batch 128 --budget-draws 1200"
   [sent10]="--outer-steps 1200 --train-min-words 10 --budget-draws 1200"
   [sent10-batch128]="--outer-steps 1200 --train-min-words 10 --real-batch 128 --budget-draws 1200"
@@ -55,7 +60,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        outer-lr-3e-2 lambda3 seq256 hl-al batch128 linear meta4-bound1 ms-3x3-diff outer-lr-3e-3 slow-lr
        ms-10x10-diff-split sent10 sent10-lr-layer ms-1x3-same-split-long sent10-batch128
        seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
-       long-average99 long-average99-seed1 long-average99-seed2)
+       long-average99 long-average99-seed1 long-average99-seed2 lambda03 base-disjoint lr-layer-average99
+       long-linear long-lr-layer)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

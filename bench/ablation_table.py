@@ -28,6 +28,12 @@ def _lrs(lrs: list, groups: list[str] | None) -> str:
     return ", ".join(f"{x:.3g}" for x in lrs[:3]) + (" …" if len(lrs) > 3 else "")
 
 
+def _own_dev(r: dict) -> str:
+    if r["config"]["data"].get("dev_disjoint"):
+        return f" (disjoint dev, {r['dev_rows']:,} sentences)"
+    return f" (own dev, {r['dev_rows']:,} rows)" if r.get("dev_rows", 2000) != 2000 else ""
+
+
 def rows(folder: Path) -> list[dict]:
     out = []
     for path in sorted(folder.glob("*.json")):
@@ -39,9 +45,9 @@ def rows(folder: Path) -> list[dict]:
         out.append({"name": path.stem, "group": _group(path.stem, r["draws"]),
                     "shape": f"{c['distilled']['samples_per_class']}x{c['distilled']['inner_steps']}",
                     "draws": r["draws"],
-                    # a row that filters train rows (--train-min-words) carves its own, smaller dev split
-                    "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + (
-                        f" (own dev, {r['dev_rows']:,} rows)" if r.get("dev_rows", 2000) != 2000 else ""),
+                    # a row that filters train rows (--train-min-words) or carves dev apart from training
+                    # (--dev-disjoint) selects on a dev split of its own
+                    "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + _own_dev(r),
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "average": c["distill"].get("average", 0.0),
                     "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",

@@ -24,6 +24,11 @@ def _setting(g, flag: str, section: str, key: str, help: str = "", **kw) -> None
     SETTING_FLAGS[action.dest] = (section, key)
 
 
+def _switch(g, flag: str, section: str, key: str, help: str) -> None:
+    """An on/off setting: --flag and --no-flag, None (the preset's value) when neither is given."""
+    _setting(g, flag, section, key, help, action=argparse.BooleanOptionalAction)
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
@@ -51,6 +56,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
              "split that periodic validation, best and grids use; 0: none, select on the evaluation split",
              type=float)
     _setting(g, "--dev-max-rows", "data", "dev_max_rows", "at most this many dev rows", type=int)
+    _switch(g, "--dev-disjoint", "data", "dev_disjoint", "beyond the paper: carve dev only from rows no other train "
+            "row contains, and leave the rows inside them out of training (SST-2's train split holds every phrase of "
+            "each sentence, so a row carved at random sits inside a train row 9 times in 10; disjoint, dev is whole "
+            "sentences unseen in training, like validation)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -126,12 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--inner-lr-init", "distilled", "inner_lr_init", type=float)
     _setting(g, "--inner-lr-max", "distilled", "inner_lr_max", "bound the learned inner lr: max * sigmoid(raw) "
              "instead of the paper's unbounded softplus(raw) (beyond the paper); 0 or None: unbounded", type=float)
-    g.add_argument("--split-inner-lr", action=argparse.BooleanOptionalAction, default=None,
-                   help="T > 1: divide --inner-lr-init and --inner-lr-max by T, so the T steps start with and are "
-                        "bounded by the movement of one step; at one step's lr each, the unrolled hypergradient "
-                        "explodes (beyond the paper, which inits every step alike) "
-                        f"({defaults_text('distilled', 'split_inner_lr')})")
-    SETTING_FLAGS["split_inner_lr"] = ("distilled", "split_inner_lr")
+    _switch(g, "--split-inner-lr", "distilled", "split_inner_lr", "T > 1: divide --inner-lr-init and --inner-lr-max "
+            "by T, so the T steps start with and are bounded by the movement of one step; at one step's lr each, the "
+            "unrolled hypergradient explodes (beyond the paper, which inits every step alike)")
     _setting(g, "--inner-lr-groups", "distilled", "inner_lr_groups", "one learned inner lr per step (one: the "
              "paper), or one per step and parameter group: head (the encoder; the pooler and classifier) or layer "
              "(embeddings, each layer, the head), as MAML++'s per-layer lrs (beyond the paper)",

@@ -18,7 +18,7 @@ from .errors import UserError
 from .presets import BASE
 from .tasks import TaskSpec, get_task
 
-__all__ = ["carve_dev", 
+__all__ = [
     "DataConfig", "TaskData", "Split", "EncodedSplit", "RealBatch", "PackedBatch", "RealBatcher", "pack", "real_batches",
     "load_task_data", "read_table", "encode_split", "DEMO_DIR", "default_data_dir",
 ]
@@ -60,6 +60,9 @@ class DataConfig:
     # validation, `best` and every grid choice use it; the evaluation split is kept for reported numbers.
     dev_fraction: float = BASE["data"]["dev_fraction"]
     dev_max_rows: int = BASE["data"]["dev_max_rows"]
+    # Beyond the paper: dev takes only rows no other train row contains, and the rows inside them leave
+    # training (dev_split.py: SST-2's randomly carved dev rows sit inside a train row 9 times in 10).
+    dev_disjoint: bool = BASE["data"]["dev_disjoint"]
 
     def validate(self) -> None:
         custom = self.train_file is not None or self.eval_file is not None
@@ -317,7 +320,10 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         train = keep_min_words(train, cfg.train_min_words, spec.label_names)
     dev = None
     if cfg.dev_fraction > 0 and len(train) >= MIN_TRAIN_FOR_DEV:
-        train, dev = carve_dev(train, spec.num_labels, cfg.dev_fraction, cfg.dev_max_rows, cfg.seed)
+        from .dev_split import carve_dev    # it builds on Split, defined here
+
+        train, dev = carve_dev(train, spec.num_labels, cfg.dev_fraction, cfg.dev_max_rows, cfg.seed,
+                               disjoint=cfg.dev_disjoint)
         _require_two_classes(train, spec.label_names)
     train = _cap(train, cfg.train_rows, rng)
     evaluation = _cap(evaluation, cfg.eval_rows, rng)
@@ -335,36 +341,6 @@ def keep_min_words(train: Split, min_words: int, label_names: Sequence[str]) -> 
                  f"{train.source} (rows of >= {min_words} words: {len(keep)})")
     _require_two_classes(kept, label_names)
     return kept
-
-
-def carve_dev(train: Split, num_labels: int, fraction: float, max_rows: int, seed: int) -> tuple[Split, Split]:
-    """(train without the dev rows, dev): a seeded, stratified share of train, at most max_rows rows.
-
-    Each class gives the same fraction of its rows (at least one where it has two or more), so dev
-    has train's class balance; the same seed always carves the same rows. Small train splits give at
-    least min(100, a fifth) of their rows.
-    """
-    rng = np.random.default_rng([seed, 0xDE5])
-    # at least 100 rows (or a fifth of a small train split): a dev split of 15 rows would make every
-    # validation point and every choice a coin toss
-    total = min(max_rows, max(1, round(fraction * len(train)), min(100, len(train) // 5)))
-    share = total / len(train)
-    picks = []
-    for c in range(num_labels):
-        pool = np.flatnonzero(train.labels == c)
-        if len(pool) < 2:
-            continue
-        n = min(len(pool) - 1, max(1, round(share * len(pool))))
-        picks.append(rng.choice(pool, size=n, replace=False))
-    chosen = np.sort(np.concatenate(picks)) if picks else np.array([], dtype=np.int64)
-    if len(chosen) == 0:
-        raise UserError(f"{train.source}: too few train rows to carve a dev split; set dev_fraction 0")
-    mask = np.zeros(len(train), dtype=bool)
-    mask[chosen] = True
-    rest = np.flatnonzero(~mask)
-    dev = Split([train.texts[i] for i in chosen], train.labels[chosen], f"{train.source} (dev: {len(chosen)} rows)")
-    kept = Split([train.texts[i] for i in rest], train.labels[rest], f"{train.source} (minus {len(chosen)} dev rows)")
-    return kept, dev
 
 
 def _require_two_classes(train: Split, names: Sequence[str]) -> None:

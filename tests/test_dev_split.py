@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from distill_core.data import DataConfig, carve_dev, load_task_data, Split
+from distill_core.data import DataConfig, load_task_data, Split
+from distill_core.dev_split import carve_dev
 from distill_core.distiller import Distiller, prepare
 from distill_core.errors import UserError
 from test_distiller import demo_config
@@ -84,3 +85,62 @@ def test_periodic_validation_best_and_baselines_never_read_the_evaluation_split(
     dev_texts = set(prep.task.dev.texts)
     assert len(set(prep.task.train.texts) | dev_texts) == len(prep.task.train) + len(prep.task.dev)  # demo: unique
     assert real_batches and not {prep.task.train.texts[i] for i in real_batches} & dev_texts
+
+
+def _tree_rows() -> Split:
+    """Sentences with every word-run phrase of theirs as rows too, as SST-2's train split is laid out."""
+    sentences = [("a gripping and tender film", 1), ("a dull and lifeless mess", 0), ("the cast is wonderful", 1),
+                 ("the plot is a mess", 0), ("tender moments abound", 1), ("nothing works at all", 0)]
+    rows, labels = [], []
+    for text, label in sentences:
+        words = text.split()
+        for i in range(len(words)):
+            for j in range(i + 1, len(words) + 1):
+                rows.append((" ".join(words[i:j]),))
+                labels.append(label)
+    return Split(rows, np.array(labels), "tree")
+
+
+def test_a_disjoint_dev_split_takes_whole_rows_and_drops_what_lies_inside_them():
+    split = _tree_rows()
+    kept, dev = carve_dev(split, 2, 0.05, 2000, seed=0, disjoint=True)
+    again, dev_again = carve_dev(split, 2, 0.05, 2000, seed=0, disjoint=True)
+    whole = {t for (t,) in split.texts if not any(t != s and f" {t} " in f" {s} " for (s,) in split.texts)}
+    assert whole == {"a gripping and tender film", "a dull and lifeless mess", "the cast is wonderful",
+                     "the plot is a mess", "tender moments abound", "nothing works at all"}
+    assert {t for (t,) in dev.texts} <= whole and set(dev.labels.tolist()) == {0, 1}
+    for (d,) in dev.texts:                                      # nothing inside a dev row is trained on
+        assert not any(f" {t} " in f" {d} " for (t,) in kept.texts)
+    assert (kept.texts, dev.texts) == (again.texts, dev_again.texts)
+    assert len(kept) + len(dev) < len(split)                    # the dev sentences' phrases left training
+    # by row, the same share draws phrases that sit inside sentences training keeps
+    _, plain = carve_dev(split, 2, 0.3, 2000, seed=0)
+    assert any(t not in whole for (t,) in plain.texts)
+
+
+def test_containment_is_by_whole_words_and_a_split_with_no_free_row_is_refused():
+    from distill_core.dev_split import uncontained_rows
+
+    # "good" is not inside "goodness me" (whole words); "bad" is inside "bad things"; a duplicate never counts
+    texts = ["good", "goodness me", "bad", "bad things", "x y", "x"]
+    assert uncontained_rows(texts).tolist() == [True, True, False, True, True, False]
+    assert uncontained_rows(["same", "same", "other"]).tolist() == [False, False, True]
+    dups = Split([("a",), ("a",), ("b",), ("b",)], np.array([0, 0, 1, 1]), "dups.csv")
+    with pytest.raises(UserError, match="dups.csv.*dev_disjoint"):
+        carve_dev(dups, 2, 0.5, 10, seed=0, disjoint=True)
+
+
+def test_the_disjoint_dev_split_of_sst2_is_whole_sentences_unseen_in_training(shared_data):
+    cfg = DataConfig(task="sst2", data_dir=str(shared_data), allow_hub=False, dev_disjoint=True)
+    task = load_task_data(cfg)
+    assert len(task.dev) == 2000
+    assert abs(task.dev.labels.mean() - task.train.labels.mean()) < 0.03
+    words = sorted(len(t[0].split()) for t in task.dev.texts)
+    assert words[len(words) // 2] >= 15                          # sentences, like validation (median 19)
+    words_of = lambda t: f" {' '.join(t[0].split())} "              # noqa: E731  (SST-2 rows end in a space)
+    joined = "\n".join(words_of(t) for t in task.train.texts)
+    assert not any(words_of(t) in joined for t in task.dev.texts[::20])
+    # carved by row, most dev rows sit inside a train row: the leak the option closes
+    plain = load_task_data(dataclasses.replace(cfg, dev_disjoint=False))
+    joined = "\n".join(words_of(t) for t in plain.train.texts)
+    assert sum(words_of(t) in joined for t in plain.dev.texts[::20]) >= 0.8 * len(plain.dev.texts[::20])

@@ -59,6 +59,7 @@ def test_explicit_flags_win_over_the_preset():
     assert cfg.distill.lr_embeds == 0.05 and cfg.distill.lr_labels == 0.2 and not cfg.distill.baselines
     assert _cli("--eval-rows", "0").data.eval_rows is None and _cli().data.eval_rows == 300
     assert _cli("--pooling", "mean").model.pooling == "mean" and _cli().model.pooling == "cls"
+    assert _cli("--dev-disjoint").data.dev_disjoint and not _cli().data.dev_disjoint
 
 
 def test_help_names_a_default_for_every_setting():

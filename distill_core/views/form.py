@@ -62,6 +62,10 @@ FIELDS: tuple[Field, ...] = (
     Field("dev_fraction", "Dev split (share of train)", "Data", "float",
           "held out from train (stratified, seeded, at most 2,000 rows): periodic validation and `best` use it, "
           "so the evaluation split only reports; 0 validates on the evaluation split", min=0.0),
+    Field("dev_disjoint", "Dev rows disjoint from training", "Data", "bool",
+          "beyond the paper: dev takes only rows no other train row contains, and the rows inside them leave "
+          "training (SST-2's train split holds every phrase of each sentence: a row carved at random sits "
+          "inside a train row 9 times in 10)"),
     Field("eval_rows", "Validation rows (0 = all)", "Data", "int",
           "periodic validation on this many random dev rows, for speed on CPU; Runs > Evaluate scores the "
           "whole evaluation split", min=0),
