@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
              "(embeddings, each layer, the head), as MAML++'s per-layer lrs (beyond the paper)",
              choices=["one", "head", "layer"])
     _setting(g, "--init", "distilled", "init", "random normal (the paper) or word embeddings of real train "
-             "examples (beyond the paper)", choices=["random", "real"])
+             "examples (beyond the paper): one example padded to L (real), or examples of the class laid end to end until L "
+             "is full (real-fill)", choices=["random", "real", "real-fill"])
     _setting(g, "--attention-init", "distilled", "attention_init", "attention labels start random N(0,1) (the "
              "paper) or at the pre-trained model's own attention on the initial sample (beyond the paper)",
              choices=["random", "model"])

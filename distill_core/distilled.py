@@ -24,7 +24,7 @@ __all__ = ["DistilledConfig", "DistilledData", "StepBatch", "inverse_softplus", 
 FORMAT_NAME = "distill-attention-labels/distilled-data"
 FORMAT_VERSION = 1
 LABEL_TYPES = ("hard", "soft", "unrestricted")
-INIT_KINDS = ("random", "real")
+INIT_KINDS = ("random", "real", "real-fill")
 ATTENTION_INITS = ("random", "model")
 LR_GROUPS = ("one", "head", "layer")
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
@@ -92,7 +92,9 @@ class DistilledConfig:
     # learning rates (beyond the paper): the fresh head and the pre-trained encoder need steps of very
     # different sizes, which one lr cannot give both.
     inner_lr_groups: str = BASE["distilled"]["inner_lr_groups"]
-    init: str = BASE["distilled"]["init"]  # random (as the paper) | real (embeddings of real examples)
+    # random (as the paper) | real (the word embeddings of one real example, padded to L) | real-fill (of real
+    # examples of the class laid end to end until the L positions are full, so no position starts as padding)
+    init: str = BASE["distilled"]["init"]
     attention_init: str = BASE["distilled"]["attention_init"]  # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
 
     def __post_init__(self) -> None:

@@ -205,6 +205,20 @@ def _sum_over_ranks(res: HyperResult) -> HyperResult:
     return HyperResult(real, out, task, None if res.inner_attention_loss is None else attn)
 
 
+def _filled(ids: list[list[int]], classes: list[int], labels: np.ndarray, input_ids, seq_len: int,
+            rng: np.random.Generator) -> list[list[int]]:
+    """Each sample's tokens followed by those of further random train examples of its class (their [CLS]
+    dropped, their [SEP] kept) until seq_len positions are full: short phrases would leave most positions
+    as padding."""
+    out = []
+    for row, c in zip(ids, classes):
+        row, pool = list(row), np.flatnonzero(labels == c)
+        while len(row) < seq_len:
+            row += list(input_ids[int(rng.choice(pool))])[1:]
+        out.append(row[:seq_len])
+    return out
+
+
 def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     learner, task = prep.learner, prep.task
     gen = torch.Generator().manual_seed(config.distill.seed)
@@ -213,7 +227,7 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     d = DistilledData(config.distilled, task.spec.num_labels, learner.hidden_size, learner.num_layers,
                       learner.num_heads, list(task.spec.label_names), meta, device=learner.device,
                       dtype=learner.dtype, generator=gen)
-    if config.distilled.init == "real":
+    if config.distilled.init in ("real", "real-fill"):
         rng = np.random.default_rng(config.distill.seed)
         labels = prep.train.labels.numpy()
         spc, C = config.distilled.samples_per_class, task.spec.num_labels
@@ -224,10 +238,13 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
                 raise UserError(f"init=real needs {spc} train examples of class {task.spec.label_names[c]!r}, "
                                 f"found {len(pool)}")
             picks.append(rng.choice(pool, size=spc, replace=False))
-        ids = [prep.train.input_ids[int(picks[r % C][r // C])] for r in range(d.num_samples)]
+        firsts = [int(picks[r % C][r // C]) for r in range(d.num_samples)]
+        ids = [list(prep.train.input_ids[i]) for i in firsts]
+        if config.distilled.init == "real-fill":
+            ids = _filled(ids, [labels[i] for i in firsts], labels, prep.train.input_ids, config.distilled.seq_len, rng)
         pad = learner.tokenizer.pad_token_id or 0
         d.init_from_token_ids(ids, learner.word_embeddings(), pad)
-        d.meta["init_examples"] = [int(picks[r % C][r // C]) for r in range(d.num_samples)]
+        d.meta["init_examples"] = firsts
     if config.distilled.attention_init == "model" and d.attention_logits is not None:
         theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
         with torch.no_grad():  # attention does not depend on the head, so any head gives the same maps

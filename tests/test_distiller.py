@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -131,3 +132,30 @@ def test_outer_lr_schedule(demo_prepared, schedule):
     d.run_loop()
     base = d.config.distill.lr_embeds
     assert lrs == pytest.approx([base * f for f in factors[1:4]])
+
+
+def test_real_fill_init_lays_real_examples_of_the_class_end_to_end(demo_prepared):
+    from distill_core.distiller import _new_distilled
+
+    cfg = demo_config()
+    cfg.distilled = dataclasses.replace(cfg.distilled, seq_len=48, init="real-fill")
+    d = _new_distilled(cfg, demo_prepared)
+    padded = _new_distilled(dataclasses.replace(cfg, distilled=dataclasses.replace(cfg.distilled, init="real")),
+                            demo_prepared)
+    train, words = demo_prepared.train, demo_prepared.learner.word_embeddings()
+    pad = demo_prepared.learner.tokenizer.pad_token_id or 0
+    for r, first in enumerate(d.meta["init_examples"]):
+        ids = train.input_ids[first]
+        assert len(ids) < 48                                  # one demo example would leave padding ...
+        assert torch.equal(d.embeds[r, :len(ids)], words[torch.as_tensor(ids)])   # ... it still comes first
+        assert torch.equal(padded.embeds[r, len(ids):], words[pad].expand(48 - len(ids), -1))
+        # ... and the rest is real tokens, not padding: embeddings of this vocabulary, none of them [PAD]
+        tail = d.embeds[r, len(ids):]
+        nearest = torch.cdist(tail, words).argmin(dim=1)
+        assert torch.equal(words[nearest], tail) and not (nearest == pad).any()
+        # the tail parses as whole examples of the sample's own class, each without its [CLS]
+        same = [list(train.input_ids[i])[1:] for i in range(len(train)) if train.labels[i] == train.labels[first]]
+        rest = nearest.tolist()
+        while rest:
+            match = next(x for x in same if rest[:len(x)] == x[:len(rest)])
+            rest = rest[len(match):]

@@ -104,8 +104,9 @@ FIELDS: tuple[Field, ...] = (
           "classifier; layer: one for the embeddings, each layer and the head (beyond the paper, as MAML++)",
           options=("one", "head", "layer")),
     Field("init", "Initialisation", "Distilled data", "choice",
-          "real: word embeddings of real train examples (beyond the paper, faster); random: normal (the paper)",
-          options=("real", "random")),
+          "real: word embeddings of a real train example, padded (beyond the paper, faster); real-fill: of real "
+          "examples of the class end to end until L is full (beyond the paper); random: normal (the paper)",
+          options=("real", "real-fill", "random")),
     Field("attention_init", "Attention-label initialisation", "Distilled data", "choice",
           "model: the pre-trained model's own attention on the initial sample (beyond the paper); "
           "random: normal (the paper)", options=("model", "random")),
