@@ -79,8 +79,9 @@ def carve_dev(train: Split, num_labels: int, fraction: float, max_rows: int, see
 
 
 def _padded(text: str) -> str:
-    # word-aligned containment: " good " is inside " a good film " but not inside " goodness "
-    return f" {' '.join(text.split())} "
+    # word-aligned containment: " good " is inside " a good film " but not inside " goodness "; a pair's
+    # two texts stay apart (" a \t b "), so no run of words matches across their boundary
+    return " " + " \t ".join(" ".join(field.split()) for field in text.split(_SEP)) + " "
 
 
 class Containment:

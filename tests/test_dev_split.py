@@ -125,6 +125,8 @@ def test_containment_is_by_whole_words_and_a_split_with_no_free_row_is_refused()
     texts = ["good", "goodness me", "bad", "bad things", "x y", "x"]
     assert uncontained_rows(texts).tolist() == [True, True, False, True, True, False]
     assert uncontained_rows(["same", "same", "other"]).tolist() == [False, False, True]
+    # a pair's two texts (joined by a tab, as carve_dev joins them) never let a run of words match across them
+    assert uncontained_rows(["y z", "x y\tz q"]).tolist() == [True, True]
     dups = Split([("a",), ("a",), ("b",), ("b",)], np.array([0, 0, 1, 1]), "dups.csv")
     with pytest.raises(UserError, match="dups.csv.*dev_disjoint"):
         carve_dev(dups, 2, 0.5, 10, seed=0, disjoint=True)
