@@ -22,7 +22,7 @@ import numpy as np
 from .data import Split
 from .errors import UserError
 
-__all__ = ["carve_dev", "dev_size", "Containment", "uncontained_rows", "rows_inside"]
+__all__ = ["carve_dev", "dev_size", "Containment", "uncontained_rows"]
 
 _SEP = "\t"     # between a pair's texts: never inside a text field that read_table accepted as one cell
 
@@ -67,7 +67,7 @@ def carve_dev(train: Split, num_labels: int, fraction: float, max_rows: int, see
     mask[chosen] = True
     dropped = 0
     if disjoint:
-        inside = rows_inside([texts[i] for i in chosen], texts) & ~mask
+        inside = index.inside(chosen) & ~mask
         dropped = int(inside.sum())
         mask |= inside
     rest = np.flatnonzero(~mask)
@@ -108,6 +108,11 @@ class Containment:
         end = int(self.ends[longer - 1]) if longer else 0
         return self.joined.find(p, 0, end) < 0
 
+    def inside(self, containers: Sequence[int]) -> np.ndarray:
+        """A mask of the rows whose text occurs (as a run of whole words) inside any of the rows `containers`."""
+        joined = "\n".join(self.padded[i] for i in containers)
+        return np.array([joined.find(p) >= 0 for p in self.padded], dtype=bool)
+
 
 def uncontained_rows(texts: Sequence[str]) -> np.ndarray:
     """A mask of the rows whose text occurs in no other row (`Containment`)."""
@@ -125,8 +130,3 @@ def _first_uncontained(index: Containment, order: np.ndarray, n: int) -> np.ndar
             out.append(int(i))
     return np.array(out, dtype=np.int64)
 
-
-def rows_inside(containers: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-    """A mask of `texts` whose text occurs (as a run of whole words) inside any of `containers`."""
-    joined = "\n".join(_padded(c) for c in containers)
-    return np.array([joined.find(_padded(t)) >= 0 for t in texts], dtype=bool)
