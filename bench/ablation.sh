@@ -35,6 +35,7 @@ declare -A ROWS=(
   [init-fill]="--outer-steps 1200 --init real-fill --budget-draws 1200"
   [long-init-fill]="--outer-steps 4500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 4500"
   [init-fill-seed1]="--outer-steps 1200 --init real-fill --budget-draws 1200 --seed 1"
+  [long-init-fill-seed1]="--outer-steps 4500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 4500 --seed 1"
   [base-average99-seed1]="--outer-steps 1200 --budget-draws 1200 --seed 1"
   [long-linear]="--outer-steps 4500 --lr 0.03 --schedule linear --eval-every 375 --budget-draws 4500"
   [long-lr-layer]="--outer-steps 4500 --lr 0.03 --inner-lr-groups layer --eval-every 375 --budget-draws 4500"
@@ -65,7 +66,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        ms-10x10-diff-split sent10 sent10-lr-layer ms-1x3-same-split-long sent10-batch128
        seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
        long-average99 long-average99-seed1 long-average99-seed2 lambda03 base-disjoint lr-layer-average99
-       long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1)
+       long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1
+       long-init-fill-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
