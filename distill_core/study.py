@@ -540,6 +540,8 @@ class Study:
         final: dict = {}
         d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
         summary = d.run_loop()
+        # the run's own clock: the distiller's keeps counting this process after its loop, scoring included
+        distill_cpu = float(summary["cpu_seconds"])
         scoring = _Clock()
         if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
@@ -554,8 +556,8 @@ class Study:
         chosen["dev"] = d.best["metrics"] if d.best is not None else None
         result = evaluate_distilled(d.prep.learner, data, d.prep.eval, d.prep.task.spec.metrics, self.eval_config())
         part = {"run": run_dir.name, "config": cfg.to_dict(), "per_learner": result["per_learner"],
-                "metrics": result["metrics"], "distill_cpu_seconds": round(d.cpu_seconds, 1),
-                "cpu_seconds": round(d.cpu_seconds + scoring.read()[0], 1),
+                "metrics": result["metrics"], "distill_cpu_seconds": round(distill_cpu, 1),
+                "cpu_seconds": round(distill_cpu + scoring.read()[0], 1),
                 "split": d.prep.task.spec.eval_split, "scored": chosen}
         write_json(self.part_path(self.out, run_dir.name), part)
         # keep what the pages need: the last checkpoint and the scored one, not the copies nor the resume state

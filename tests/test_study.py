@@ -118,6 +118,11 @@ def test_a_study_writes_rows_grid_runs_and_summary(smoke_study):
             assert {e["split"] for e in evals} == {"dev"}   # the runs select on dev only
             best = max(evals, key=lambda e: e["metrics"]["accuracy"]["mean"])   # the first of equal scores
             assert scored["step"] == best["step"] and scored["dev"] == best["metrics"]
+            # the seed's time: the run's own clock at its end, then its scoring, each counted once
+            part = json.loads(Study.part_path(out, name).read_text())
+            done = next(e for e in events if e["type"] == "done")
+            assert part["distill_cpu_seconds"] == pytest.approx(done["cpu_seconds"], abs=0.05)
+            assert part["distill_cpu_seconds"] < part["cpu_seconds"]
         # headline rows: every seed; the others: other_seeds
         seeds = StudyConfig().seeds if r["setting"] == "HL+AL" else StudyConfig().other_seeds
         assert r["seeds"]["accuracy"]["seeds"] == seeds and r["seeds"]["accuracy"]["learners"] == [2] * seeds
