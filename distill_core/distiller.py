@@ -340,6 +340,11 @@ class Distiller:
             return 1.0
         return max(0.0, (total - step) / max(1, total - warm))
 
+    def _stop_clock(self) -> None:
+        """Fold the loop's CPU time into the run's and stop counting: what the process does after the
+        loop (a caller's scoring, say) is not this run's time. A later `run_loop` counts again."""
+        self._cpu_before, self._cpu_mark = self.cpu_seconds, None
+
     @property
     def cpu_seconds(self) -> float:
         """Process CPU seconds (all threads) spent on this run: training and its periodic validation,
@@ -655,8 +660,10 @@ class Distiller:
             elif self.run is not None and self.step > 0 and self.last_eval_step != self.step:
                 self._save_last()  # stopped: keep the work, skip the slow evaluation
         except (FloatingPointError, RanksDiverged) as exc:
+            self._stop_clock()
             self.emit({"type": "error", "step": self.step, "message": str(exc)})
             return {"status": "error", "message": str(exc), "step": self.step, "best": self.best}
+        self._stop_clock()
         if self.averaged is not None:   # what callers score after the loop is what the run saved: the average
             self._set_learnable(self.averaged)
         summary = {"status": status, "step": self.step, "best": self.best,

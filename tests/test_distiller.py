@@ -75,6 +75,13 @@ def test_resume_continues_exactly(tmp_path, demo_prepared):
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     cpu = [r["cpu_seconds"] for r in records]   # CPU time carries over the resume instead of starting again
     assert all(b > a for a, b in zip(cpu, cpu[1:])), cpu
+    # the run's time stops with its loop: work the process does after it (scoring, say) is not the run's
+    spent = resumed.cpu_seconds
+    assert spent >= cpu[-1]
+    for s in range(3):
+        fine_tune(resumed.prep.learner, resumed.prep.learner.fresh_params(torch.Generator().manual_seed(s)),
+                  resumed.distilled)
+    assert resumed.cpu_seconds == spent
 
 
 def test_run_directory_contents(tmp_path, demo_prepared):
