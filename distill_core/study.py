@@ -95,12 +95,13 @@ def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
 
 def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
                    min_words_steps: int | None = None) -> list[StudyRow]:
-    """The headline settings on the quality budget (about 60 CPU minutes a seed on 2 cores), validated on
-    dev along the way: the time-to-accuracy figure's curves; with `min_words`, also SL+AL distilled from
-    (and selected on) the train rows of at least that many words (`--train-min-words`, beyond the paper).
-    That row has `other_seeds` and is off by default: its one seed scored 82.8 on validation against the
-    `-long` SL+AL row's 82.8 across seeds, so the gain it showed at 1,200 hypergradients (81.9 against 79.3)
-    is gone at this budget, and it cost 1.5 CPU hours (docs/ablation/study-extra/)."""
+    """The headline settings on the quality budget (at most 60 CPU minutes of distillation a seed, issue
+    #17), validated on dev along the way: the time-to-accuracy figure's curves. With `min_words`, also
+    SL+AL distilled from (and selected on) the train rows of at least that many words (`--train-min-words`,
+    beyond the paper). That row has `other_seeds` and is off by default: its one seed scored 82.8 on
+    validation against the `-long` SL+AL row's 82.8 across seeds, so the gain it showed at 1,200
+    hypergradients (81.9 against 79.3) is gone at this budget, and it cost 1.3 CPU hours
+    (docs/ablation/study-extra/)."""
     if not steps:
         return []
     rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
@@ -157,15 +158,16 @@ class StudyConfig:
     learners: int = 100                 # fine-tunings per row (the paper's protocol)
     outer_steps: int = 300
     long_outer_steps: int | None = 300  # the T=10 row, on the 1x1 rows' budget: at 150 its real loss was still falling (each of its steps costs about 4 of T=1: 3.7-3.9 against 0.86 CPU s)
-    # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): about 55 CPU minutes a seed with one thread
+    # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): 35-39 CPU minutes of distillation a seed with
+    # one thread (Intel Xeon), 40-44 with the scoring
     headline_outer_steps: int | None = 4500
     # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
     # train split is mostly phrases, its validation split whole sentences (docs/ablation, row sent10). Off
     # by default since its one seed showed no gain at this budget (`_headline_rows`)
     headline_min_words: int | None = None
     # its real batches are whole sentences (median 16 words against 7), so a step costs about 1.3 times one
-    # on all rows (1.09-1.13 against 0.76-0.95 CPU s, side by side on one machine). Its seed 0 took 80 CPU
-    # minutes on an AMD EPYC (1.07 s a step, 87 s per dev check): more than the -long rows' 45-50 minutes,
+    # on all rows (1.09-1.13 against 0.76-0.95 CPU s, side by side on one machine). Its seed 0 took 69 CPU
+    # minutes on an AMD EPYC (1.07 s a step, 87 s per dev check): more than the -long rows' 35-39 minutes,
     # which ran on a faster machine
     headline_min_words_outer_steps: int | None = 3000
     run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
