@@ -13,7 +13,8 @@ THREADS=${THREADS:-$((2 / LANES))}
 COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-baselines --eval-learners 4
         --final-learners 20 --dev-learners 10 --json --eval-every 150)
 # name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300; the long
-# pair: 4500 draws at the study's SST-2 outer lr, the '-long' rows' budget)
+# pair: 4500 draws at the study's SST-2 outer lr, the '-long' rows' budget; the 1500 pair: how soon the
+# real-fill init reaches that budget's plateau)
 declare -A ROWS=(
   [base]="--outer-steps 1200 --budget-draws 1200"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
@@ -36,6 +37,8 @@ declare -A ROWS=(
   [long-init-fill]="--outer-steps 4500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 4500"
   [init-fill-seed1]="--outer-steps 1200 --init real-fill --budget-draws 1200 --seed 1"
   [long-init-fill-seed1]="--outer-steps 4500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 4500 --seed 1"
+  [fill-1500]="--outer-steps 1500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 1500"
+  [real-1500]="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
   [base-average99-seed1]="--outer-steps 1200 --budget-draws 1200 --seed 1"
   [long-linear]="--outer-steps 4500 --lr 0.03 --schedule linear --eval-every 375 --budget-draws 4500"
   [long-lr-layer]="--outer-steps 4500 --lr 0.03 --inner-lr-groups layer --eval-every 375 --budget-draws 4500"
@@ -67,7 +70,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
        long-average99 long-average99-seed1 long-average99-seed2 lambda03 base-disjoint lr-layer-average99
        long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1
-       long-init-fill-seed1)
+       long-init-fill-seed1 fill-1500 real-1500)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

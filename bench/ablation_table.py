@@ -11,14 +11,18 @@ from pathlib import Path
 
 from distill_core.views.curves import format_inner_lrs
 
-GROUPS = {"1x1": "one step, 1,200 hypergradients", "long": "one step, the study's '-long' budget (4,500 hypergradients)",
+GROUPS = {"1x1": "one step, 1,200 hypergradients",
+          "mid": "one step, 1,500 hypergradients at the '-long' rows' outer lr (0.03)",
+          "long": "one step, the study's '-long' budget (4,500 hypergradients)",
           "ms": "multi-step, 600 outer steps (T=10: 300)"}
 
 
 def _group(name: str, draws: int) -> str:
     if name.startswith("ms-"):
         return "ms"
-    return "long" if draws > 1200 else "1x1"
+    if draws >= 4500:
+        return "long"
+    return "mid" if draws > 1200 else "1x1"
 
 
 def _lrs(lrs: list, groups: list[str] | None) -> str:
