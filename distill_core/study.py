@@ -542,8 +542,7 @@ class Study:
         final: dict = {}
         d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
         summary = d.run_loop()
-        # the run's own clock: the distiller's keeps counting this process after its loop, scoring included
-        distill_cpu = float(summary["cpu_seconds"])
+        distill_cpu = float(summary["cpu_seconds"])     # the run's own clock, stopped with its loop
         scoring = _Clock()
         if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
