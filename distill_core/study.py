@@ -528,12 +528,12 @@ class Study:
         """Distil one seed of a row (continuing its run from the last resume point when one is there,
         with the same config), score it on the evaluation split, and keep the result in results/seeds/."""
         from .distilled import DistilledData
-        from .distiller import Distiller, RunConfig
+        from .distiller import Distiller
         from .evaluation import evaluate_distilled
         from .runs import RunDir
 
         run = RunDir(run_dir)
-        resume = run.exists() and RunConfig.from_dict(run.config()).to_dict() == cfg.to_dict()
+        resume = run.exists() and _as_run_config(run.config()) == cfg.to_dict()
         if run_dir.exists() and not resume:   # another config (or no config yet): this seed starts afresh
             shutil.rmtree(run_dir)
         if resume:
@@ -542,7 +542,6 @@ class Study:
         final: dict = {}
         d.add_callback(lambda e: final.update(e) if e["type"] == "eval" else None)
         summary = d.run_loop()
-        distill_cpu = float(summary["cpu_seconds"])     # the run's own clock, stopped with its loop
         scoring = _Clock()
         if summary["status"] != "done" or not (final or d.last_eval_step == d.step):
             raise RuntimeError(f"study row {row.key} ended with status {summary['status']}: {summary}")
@@ -557,8 +556,8 @@ class Study:
         chosen["dev"] = d.best["metrics"] if d.best is not None else None
         result = evaluate_distilled(d.prep.learner, data, d.prep.eval, d.prep.task.spec.metrics, self.eval_config())
         part = {"run": run_dir.name, "config": cfg.to_dict(), "per_learner": result["per_learner"],
-                "metrics": result["metrics"], "distill_cpu_seconds": round(distill_cpu, 1),
-                "cpu_seconds": round(distill_cpu + scoring.read()[0], 1),
+                "metrics": result["metrics"], "distill_cpu_seconds": round(d.cpu_seconds, 1),
+                "cpu_seconds": round(d.cpu_seconds + scoring.read()[0], 1),   # the run's clock stopped with its loop
                 "split": d.prep.task.spec.eval_split, "scored": chosen}
         write_json(self.part_path(self.out, run_dir.name), part)
         # keep what the pages need: the last checkpoint and the scored one, not the copies nor the resume state
