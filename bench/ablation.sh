@@ -14,7 +14,8 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
         --final-learners 20 --dev-learners 10 --json --eval-every 150)
 # name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300; the long
 # pair: 4500 draws at the study's SST-2 outer lr, the '-long' rows' budget; the 1500 pair: how soon the
-# real-fill init reaches that budget's plateau)
+# real-fill init reaches that budget's plateau; the mrpc rows: MRPC SL+AL at three times the study's 300 steps; long-ms-3x3-diff: SL+AL 3x3 with
+# different data at about the CPU of the long pair, a T = 3 step costing about 2.4 of T = 1)
 declare -A ROWS=(
   [base]="--outer-steps 1200 --budget-draws 1200"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
@@ -56,6 +57,9 @@ declare -A ROWS=(
   [pool-mean-long]="--outer-steps 4500 --pooling mean --lr 0.03 --eval-every 375 --budget-draws 4500"
   [lr-head]="--outer-steps 1200 --inner-lr-groups head --budget-draws 1200"
   [lr-layer]="--outer-steps 1200 --inner-lr-groups layer --budget-draws 1200"
+  [mrpc-900-seed1]="--task mrpc --outer-steps 900 --lr 0.01 --budget-draws 900 --seed 1"
+  [mrpc-900-lr03-seed1]="--task mrpc --outer-steps 900 --lr 0.03 --budget-draws 900 --seed 1"
+  [long-ms-3x3-diff]="--outer-steps 1900 --lr 0.03 --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 475 --budget-draws 1900"
   [ms-1x1]="--outer-steps 600 --budget-draws 600"
   [ms-1x3-same]="--outer-steps 600 --inner-steps 3 --no-split-inner-lr --budget-draws 600"
   [ms-1x3-same-split]="--outer-steps 600 --inner-steps 3 --split-inner-lr --budget-draws 600"
@@ -70,7 +74,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        seq128-lr-layer base-average99 pool-mean pool-mean-sent10 pool-mean-long
        long-average99 long-average99-seed1 long-average99-seed2 lambda03 base-disjoint lr-layer-average99
        long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1
-       long-init-fill-seed1 fill-1500 real-1500)
+       long-init-fill-seed1 fill-1500 real-1500 mrpc-900-seed1 mrpc-900-lr03-seed1
+       long-ms-3x3-diff)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

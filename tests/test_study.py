@@ -33,27 +33,58 @@ def test_the_paper_preset_covers_the_issue():
     assert ("sst2", "SL+AL", 1, 3, True) in have and ("sst2", "SL+AL", 3, 3, False) in have
     assert ("sst2", "random-1-shot", 1, 3, True) in have and ("sst2", "random-3-shot", 3, 3, False) in have
     assert ("sst2", "SL+AL", 10, 10, False) in have
-    long = [r for r in rows if r.tag.startswith("long")]      # the headline budget, validated along the way
+    long = [r for r in rows if r.task == "sst2" and r.tag.startswith("long")]   # validated along the way
     assert [r.key for r in long] == list(StudyConfig().curve_rows)[:2] == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
     assert [r.outer_steps for r in long] == [StudyConfig().headline_outer_steps] * 2
     assert not any(r.train_min_words for r in rows)
     # the sentences row only when asked for: it alone filters train (and so dev) rows
     asked = StudyConfig(preset="paper", headline_min_words=10)
-    long = [r for r in plan(asked) if r.tag.startswith("long")]
+    long = [r for r in plan(asked) if r.task == "sst2" and r.tag.startswith("long")]
     assert [r.key for r in long] == list(StudyConfig().curve_rows)
     assert [r.outer_steps for r in long] == [asked.headline_outer_steps] * 2 + [asked.headline_min_words_outer_steps]
     study = Study(asked)
     assert [study.run_config(r, 0.01, 0.1, 1).data.train_min_words for r in long] == [None, None, 10]
-    assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == ["mrpc-hl-al-1x1", "mrpc-hl-1x1"]
+    assert [r.key for r in plan(StudyConfig(preset="paper", only=("mrpc-h",)))] == [
+        "mrpc-hl-al-1x1", "mrpc-hl-1x1", "mrpc-hl-al-1x1-long"]
     # a whole key names that row alone, not its "-long" twin
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al-1x1",)))] == ["sst2-hl-al-1x1"]
     assert [r.key for r in plan(StudyConfig(preset="paper", only=("sst2-hl-al",)))] == [
         "sst2-hl-al-1x1", "sst2-hl-al-1x1-long"]
-    # the headline rows (3 seeds): SST-2 HL+AL and SL+AL on the quality budget, and MRPC's (its margin over
-    # the majority class needs a spread across seeds); the 300-step SST-2 rows and the multi-step rows
+    # the headline rows (3 seeds): SST-2's and MRPC's HL+AL and SL+AL on their "-long" budgets (MRPC's margin
+    # over the majority class needs a spread across seeds); the 300-step rows and the multi-step rows
     # measured against them have one seed each
     assert sorted(r.key for r in rows if r.headline) == [
-        "mrpc-hl-al-1x1", "mrpc-sl-al-1x1", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
+        "mrpc-hl-al-1x1-long", "mrpc-sl-al-1x1-long", "sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
+    # MRPC's "-long" rows choose their outer lr in pilots on their budget, the others in the task's or their own
+    mrpc_long = [r for r in rows if r.task == "mrpc" and r.tag == "long"]
+    assert [r.outer_steps for r in mrpc_long] == [StudyConfig().mrpc_long_outer_steps] * 2
+    assert [r.key for r in rows if r.budget_pilots] == [r.key for r in mrpc_long]
+    assert not [r for r in plan(StudyConfig(preset="paper", mrpc_long_outer_steps=0)) if r.task == "mrpc" and r.tag]
+
+
+def test_rows_on_a_longer_budget_share_pilots_on_that_budget(tmp_path, monkeypatch):
+    """`budget_pilots` rows (MRPC's "-long" ones) choose their outer lr in one set of pilots on their own budget,
+    in the grid setting at the task's chosen inner-lr init, shared by the task's rows of their tag."""
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    tiny = {**TINY, "grid_outer_lr": (0.01, 0.3), "grid_inner_lr_init": (0.1, 0.3)}
+    study = Study(StudyConfig(out=str(tmp_path), **tiny), log=lambda s: None)
+    hl, sl = (StudyRow("demo", s, outer_steps=3, tag="long", headline=True, budget_pilots=True) for s in ("HL+AL", "SL+AL"))
+    shared = study.grid_for(hl)
+    path = tmp_path / "grid" / "demo-1x1-long.json"
+    task = json.loads((tmp_path / "grid" / "demo.json").read_text())
+    assert json.loads(path.read_text()) == shared and shared["row"] == "demo-1x1-long"
+    assert sorted(p["outer_lr"] for p in shared["pilots"]) == [0.01, 0.3]
+    assert {(p["setting"], p["steps"], p["inner_lr_init"]) for p in shared["pilots"]} == {
+        ("HL+AL", 3, task["chosen"]["inner_lr_init"])}
+    losses = {p["outer_lr"]: p["validation_loss"]["mean"] for p in shared["pilots"]}
+    assert shared["chosen"]["outer_lr"] == min(losses, key=losses.get)
+    assert study.grid_for(sl) == shared            # SL+AL reads the same pilots: none run again
+    assert len(json.loads(path.read_text())["pilots"]) == 2
+    result = study.run_row(sl)
+    assert result["grid_file"] == "grid/demo-1x1-long.json"
+    assert result["config"]["distill"]["lr_embeds"] == shared["chosen"]["outer_lr"]
+    assert result["config"]["distill"]["outer_steps"] == 3
+    assert "pilots on the row's budget: grid/demo-1x1-long.json" in views.chosen_on_dev(result)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -61,6 +92,7 @@ def test_the_paper_preset_covers_the_issue():
     (dict(learners=0), "learners must be >= 1"),
     (dict(grid_outer_lr=()), "needs at least one outer lr"),
     (dict(grid_setting="XL"), "grid_setting must be one of"),
+    (dict(mrpc_long_outer_steps=-1), "mrpc_long_outer_steps must be >= 0"),
 ])
 def test_bad_study_settings_are_named(change, message):
     with pytest.raises(UserError, match=message):
