@@ -39,7 +39,7 @@ def _own_dev(r: dict) -> str:
     if r["config"]["data"].get("dev_disjoint"):
         return f" (disjoint dev, {r['dev_rows']:,} sentences)"
     if r["config"]["data"]["task"] != "sst2":
-        return f" ({r['dev_rows']:,} rows)"
+        return ""   # the group's header names its dev split
     return f" (own dev, {r['dev_rows']:,} rows)" if r.get("dev_rows", 2000) != 2000 else ""
 
 
@@ -61,6 +61,7 @@ def rows(folder: Path) -> list[dict]:
                     "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + _own_dev(r),
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "average": c["distill"].get("average", 0.0), "eval_rows": r["eval_rows"],
+                    "dev_rows": r.get("dev_rows") or 2000,
                     "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
                     "lrs": _lrs(r["inner_lrs"], r.get("inner_lr_groups"))})
     return out
@@ -73,7 +74,8 @@ def table(found: list[dict]) -> str:
         if not part:
             continue
         lines += [f"**{title}** (sorted by dev)", "",
-                  "| row | T | hypergradients | average | dev (10 learners, 2,000 rows) | "
+                  "| row | T | hypergradients | average | "
+                  f"dev (10 learners, {max((r['dev_rows'] for r in part if not r['dev'].endswith(')')), default=2000):,} rows) | "
                   f"validation (20 learners, {part[0]['eval_rows']:,}) | "
                   "training s | learned inner lr |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['average']:g} | {r['dev']} | {r['val']} | "
