@@ -61,7 +61,7 @@ def rows(folder: Path) -> list[dict]:
                     "draws": r["draws"],
                     # a row that filters train rows (--train-min-words) or carves dev apart from training
                     # (--dev-disjoint) selects on a dev split of its own
-                    "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + _own_dev(r),
+                    "dev": f"{dev['mean']:.1f} ± {dev['std']:.1f}" + _own_dev(r), "own_dev": bool(_own_dev(r)),
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "average": c["distill"].get("average", 0.0), "eval_rows": r["eval_rows"],
                     "dev_rows": r.get("dev_rows") or 2000,
@@ -78,7 +78,7 @@ def table(found: list[dict]) -> str:
             continue
         lines += [f"**{title}** (sorted by dev)", "",
                   "| row | T | hypergradients | average | "
-                  f"dev (10 learners, {max((r['dev_rows'] for r in part if not r['dev'].endswith(')')), default=2000):,} rows) | "
+                  f"dev (10 learners, {max((r['dev_rows'] for r in part if not r['own_dev']), default=2000):,} rows) | "
                   f"validation (20 learners, {part[0]['eval_rows']:,}) | "
                   "training s | learned inner lr |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['average']:g} | {r['dev']} | {r['val']} | "

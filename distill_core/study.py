@@ -74,25 +74,12 @@ class StudyRow:
 
 
 # The headline rows get every distillation seed (`seeds`): SST-2's and MRPC's HL+AL and SL+AL on their
-# "-long" budgets (`_headline_rows`, `_mrpc_long_rows`; MRPC's margin over the majority class means something
+# "-long" budgets (`_headline_rows`; MRPC's margin over the majority class means something
 # only beside its spread across seeds). The 300-step rows, like every other row, get `other_seeds` (issue
 # #17: headline rows 3 seeds, the others at least 1).
 def _task_rows(task: str) -> list[StudyRow]:
     return [StudyRow(task, "majority"), *(StudyRow(task, s) for s in ("HL+AL", "SL+AL", "HL", "SL")),
             StudyRow(task, "random-1-shot"), StudyRow(task, "random-1-shot-tuned"), StudyRow(task, "full")]
-
-
-def _mrpc_long_rows(steps: int | None) -> list[StudyRow]:
-    """MRPC's HL+AL and SL+AL on a longer budget, the rows its bar is read on (issue #17: above the majority
-    class by more than their seed std). At 300 steps, under the moving average, two of SL+AL's three seeds
-    ended at the majority class: a 1x1 MRPC run sits there for its first ~450 steps (SL+AL seed 1: dev
-    accuracy 67.2 at steps 150-450, 73.2 at 900, at outer lr 0.03; at 0.01 still 69.3 at 900;
-    docs/ablation, rows mrpc-900-*). So they choose their outer lr in pilots on their own budget
-    (`budget_pilots`): the task's 100-step pilots end before any run leaves the majority class."""
-    if not steps:
-        return []
-    return [StudyRow("mrpc", s, outer_steps=steps, tag="long", headline=True, budget_pilots=True)
-            for s in ("HL+AL", "SL+AL")]
 
 
 def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
@@ -107,9 +94,14 @@ def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
 
 
 def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
-                   min_words_steps: int | None = None) -> list[StudyRow]:
+                   min_words_steps: int | None = None, budget_pilots: bool = False) -> list[StudyRow]:
     """The headline settings on the quality budget (at most 60 CPU minutes of distillation a seed, issue
-    #17), validated on dev along the way: the time-to-accuracy figure's curves. With `min_words`, also
+    #17); SST-2's are validated on dev along the way: the time-to-accuracy figure's curves. With
+    `budget_pilots`, they choose their outer lr in pilots on this budget, as MRPC's do: at 300 steps, under
+    the moving average, two of MRPC SL+AL's three seeds ended at the majority class, where a 1x1 MRPC run
+    sits for its first ~450 steps (SL+AL seed 1: dev accuracy 67.2 at steps 150-450, 73.2 at 900, at outer
+    lr 0.03; at 0.01 still 69.3 at 900; docs/ablation, rows mrpc-900-*), so the task's 100-step pilots end
+    before any run leaves it. With `min_words`, also
     SL+AL distilled from (and selected on) the train rows of at least that many words (`--train-min-words`,
     beyond the paper). That row has `other_seeds` and is off by default: its one seed scored 82.8 on
     validation against the `-long` SL+AL row's 82.8 across seeds, so the gain it showed at 1,200
@@ -117,7 +109,8 @@ def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
     (docs/ablation/study-extra/)."""
     if not steps:
         return []
-    rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True) for s in ("HL+AL", "SL+AL")]
+    rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True, budget_pilots=budget_pilots)
+            for s in ("HL+AL", "SL+AL")]
     if min_words:
         rows.append(StudyRow(task, "SL+AL", outer_steps=min_words_steps or steps, tag="long-sentences",
                              train_min_words=min_words))
@@ -128,7 +121,7 @@ PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
     "paper": lambda c: (_task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps)
                         + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
                                          c.headline_min_words_outer_steps)
-                        + _mrpc_long_rows(c.mrpc_long_outer_steps)),
+                        + _headline_rows("mrpc", c.mrpc_long_outer_steps, budget_pilots=True)),
     "paper-sst2": lambda c: (_task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps)
                              + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
                                            c.headline_min_words_outer_steps)),
@@ -185,7 +178,7 @@ class StudyConfig:
     # which ran on a faster machine
     headline_min_words_outer_steps: int | None = 3000
     # the "-long" MRPC HL+AL and SL+AL rows (0/None: none), with their outer lr chosen in pilots on this
-    # budget (`_mrpc_long_rows`): 28 CPU minutes of distillation a seed at one thread on an AMD EPYC (1.85 s
+    # budget (`_headline_rows`): 28 CPU minutes of distillation a seed at one thread on an AMD EPYC (1.85 s
     # a step)
     mrpc_long_outer_steps: int | None = 900
     run_preset: str = "cpu"             # every run setting the study does not set comes from this preset
