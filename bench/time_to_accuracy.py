@@ -95,7 +95,8 @@ def main(argv: list[str]) -> None:
               "monitor_eval_seconds": round(eval_seconds, 1), "final_eval_seconds": round(time.perf_counter() - t0, 1),
               "median_s": statistics.median(step_seconds) if step_seconds else None,
               "inner_lrs": served.inner_lrs().tolist(), "inner_lr_groups": served.lr_groups, "curve": curve, "peak_rss_mb": round(peak_rss_mb(), 1),
-              "machine": machine(), "config": cfg.to_dict()}
+              "machine": machine(), "config": cfg.to_dict(),
+              **({"teacher": d.teacher} if d.teacher else {})}   # --teacher-weight: its recipe and CPU cost
     emit(record)
     if mine.out:
         import json

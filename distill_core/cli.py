@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--average", "distill", "average", "validate, save and return an exponential moving average of "
              "the distilled data with this decay, e.g. 0.99 (beyond the paper; 0: the last iterate, as the paper)",
              type=float)
+    _setting(g, "--teacher-weight", "distill", "teacher_weight", "beyond the paper: the outer loss's target is "
+             "(1 - w) x the gold label + w x a teacher's class probabilities, the teacher being the same model "
+             "fine-tuned on the train split for --teacher-steps batches (trained once, cached in "
+             "<runs dir>/.teachers or $DISTILL_TEACHER_DIR; its cost is reported in the run's start event); "
+             "0: gold labels, the paper", type=float)
+    _setting(g, "--teacher-steps", "distill", "teacher_steps", "batches of 32 of ordinary fine-tuning (AdamW 5e-5) "
+             "that make the teacher of --teacher-weight", type=int)
     _setting(g, "--weight-decay", "distill", "weight_decay", type=float)
     _setting(g, "--warmup-ratio", "distill", "warmup_ratio", type=float)
     _setting(g, "--schedule", "distill", "schedule", "after warm-up: linear decay to 0 (the paper) or constant",

@@ -68,6 +68,8 @@ class DistillConfig:
     inner_memory: str = BASE["distill"]["inner_memory"]  # store | recompute (memory flat in T) | auto (recompute for T > 5)
     recompute_copies: int = BASE["distill"]["recompute_copies"]  # recompute mode: parameter copies kept (0: least memory, most recomputation)
     seed: int = BASE["distill"]["seed"]
+    teacher_weight: float = BASE["distill"]["teacher_weight"]  # beyond the paper: outer-loss target = (1 - w) gold + w teacher probabilities (0: gold only, the paper)
+    teacher_steps: int = BASE["distill"]["teacher_steps"]  # batches of ordinary fine-tuning that make the teacher (teacher_weight > 0 only)
 
     def validate(self) -> None:
         if self.outer_steps < 1:
@@ -101,6 +103,10 @@ class DistillConfig:
             raise UserError(f"save_every_minutes must be in [0, 1440], got {self.save_every_minutes}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
+        if not (isinstance(self.teacher_weight, (int, float)) and 0 <= self.teacher_weight <= 1):
+            raise UserError(f"teacher_weight must be in [0, 1] (0: gold labels only), got {self.teacher_weight!r}")
+        if isinstance(self.teacher_steps, bool) or not isinstance(self.teacher_steps, int) or self.teacher_steps < 1:
+            raise UserError(f"teacher_steps must be an integer >= 1, got {self.teacher_steps!r}")
 
 
 @dataclass
@@ -275,6 +281,8 @@ class Distiller:
         self._last_commit = time.perf_counter()
         self.best: dict | None = None
         self.last_eval_step: int | None = None
+        self.teacher: dict | None = None    # the teacher's recipe and cost, when the outer loss uses one
+        self.outer_train = self._outer_train()
         self.streams = [self._stream(j) for j in range(config.distill.meta_batch * self.world.size)]
         self.averaged: dict[str, torch.Tensor] | None = (
             {n: t.detach().clone() for n, t in self.distilled.learnable().items()} if config.distill.average else None)
@@ -299,11 +307,24 @@ class Distiller:
                                                   **({"run": dict(run_info)} if run_info else {})})
 
     # --- setup -----------------------------------------------------------------------------
+    def _outer_train(self) -> EncodedSplit:
+        """The train split the outer loss draws from: gold labels, or (teacher_weight > 0, beyond the paper)
+        each row's mix of its gold label and a teacher's probabilities (distill_core/teacher.py)."""
+        c, train = self.config.distill, self.prep.train
+        if not c.teacher_weight:
+            return train
+        from .teacher import TeacherRecipe, mixed_targets, teacher_targets
+
+        found = teacher_targets(self.prep.learner, train, TeacherRecipe(steps=c.teacher_steps, seed=self.config.data.seed))
+        self.teacher = found.info
+        return EncodedSplit(train.input_ids, train.token_type_ids,
+                            mixed_targets(train.labels, found.probs, c.teacher_weight))
+
     def _stream(self, j: int) -> tuple[RealBatcher, torch.Generator]:
         """Draw stream j: its own real batches and head initialisations. Stream 0 is the run's own
         (seeds `seed` and `seed + 1`, as before streams existed), so meta-batch 1 runs are unchanged."""
         seed = self.config.distill.seed + STREAM_STRIDE * j
-        batcher = RealBatcher(self.prep.train, self.config.data.real_batch_size, seed=seed,
+        batcher = RealBatcher(self.outer_train, self.config.data.real_batch_size, seed=seed,
                               pad_id=self.prep.learner.tokenizer.pad_token_id or 0,
                               packing=self.prep.learner.supports_packing)
         return batcher, torch.Generator().manual_seed(seed + 1)
@@ -631,7 +652,8 @@ class Distiller:
                    "eval_rows": len(self.prep.selection), "eval_split": self.prep.selection_name,
                    "device": str(self.prep.learner.device),
                    "eval_learners": c.eval_learners, "label_names": list(self.prep.task.spec.label_names),
-                   "primary_metric": self.prep.task.spec.primary_metric})
+                   "primary_metric": self.prep.task.spec.primary_metric,
+                   **({"teacher": self.teacher} if self.teacher else {})})
         status = "done"
         writer = self.world.is_writer
         try:

@@ -18,7 +18,7 @@ from .errors import UserError
 from .inner import fine_tune, real_loss_and_grad
 from .learner import Learner, Params
 
-__all__ = ["aggregate_seeds", "tuned_kshot_baseline", "KSHOT_LR_GRID", "EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "validation_loss", "predict_logits",
+__all__ = ["aggregate_seeds", "finetune_steps", "tuned_kshot_baseline", "KSHOT_LR_GRID", "EvaluationStopped", "EvalConfig", "compute_metrics", "summarize", "predict", "evaluate_distilled", "validation_loss", "predict_logits",
            "scoring_precision", "PRECISIONS", "majority_baseline",
            "random_kshot_baseline", "full_finetune_baseline", "converged_finetune_baseline", "Progress"]
 
@@ -282,7 +282,7 @@ def tuned_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_
             "tune_learners": tune_learners}
 
 
-def _finetune_steps(learner: Learner, encoded_train: EncodedSplit, steps: int, batch_size: int, lr: float,
+def finetune_steps(learner: Learner, encoded_train: EncodedSplit, steps: int, batch_size: int, lr: float,
                     warmup_ratio: float, seed: int):
     """Ordinary fine-tuning (AdamW, linear warm-up and decay over `steps`, clipping at 1.0), all weights.
 
@@ -317,7 +317,7 @@ def full_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, encode
     """Ordinary fine-tuning for a fixed number of batches; one learner (see converged_finetune_baseline)."""
     t0 = time.perf_counter()
     theta = {}
-    for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed):
+    for step, theta in finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed):
         if progress is not None:
             progress(step, steps)
     params = {k: v.detach() for k, v in theta.items()}
@@ -350,7 +350,7 @@ def converged_finetune_baseline(learner: Learner, encoded_train: EncodedSplit, e
     for i in range(len(earlier), learners):
         t0, cpu0, best, best_step, bad, ran = time.perf_counter(), time.process_time(), None, 0, 0, 0
         curve = []      # dev score against training time (the time-to-accuracy figure's full-data line)
-        for step, theta in _finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed + i):
+        for step, theta in finetune_steps(learner, encoded_train, steps, batch_size, lr, warmup_ratio, seed + i):
             ran = step
             if step % check_every and step != steps:
                 continue

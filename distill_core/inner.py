@@ -134,7 +134,9 @@ def real_loss_and_grad(learner: Learner, params: Params, batches: list[RealBatch
         with torch.set_grad_enabled(need_grad):
             logits = learner.real_logits(p, b)
             logits = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-            loss = F.cross_entropy(logits, b.labels, reduction="sum") / total
+            # float targets: rows of class probabilities (a teacher's mix, distill_core/teacher.py)
+            targets = b.labels.to(logits.dtype) if b.labels.is_floating_point() else b.labels
+            loss = F.cross_entropy(logits, targets, reduction="sum") / total
         loss_sum += float(loss.detach())
         if need_grad:
             g = _grads(loss, p)

@@ -140,6 +140,26 @@ def test_recompute_schedules_give_the_exact_gradient(copies):
     assert all(torch.equal(learner.pretrained[k], learner.module.state_dict()[k]) for k in learner.inner_names)
 
 
+@pytest.mark.parametrize("T,different,recompute", [(1, False, False), (3, True, True)])
+def test_probability_targets_keep_the_hypergradient_exact(T, different, recompute):
+    """A teacher's mix of gold and class probabilities as the outer target (--teacher-weight) is differentiated
+    exactly, like gold labels."""
+    learner, d, theta0, batch = make_case(T, different, seed=5)
+    probs = torch.softmax(torch.randn(len(batch), 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64), -1)
+    soft = RealBatch(batch.input_ids, batch.token_type_ids, batch.attention_mask,
+                     0.4 * F.one_hot(batch.labels, 2).to(torch.float64) + 0.6 * probs)
+    res = hypergradient(learner, theta0, d, [soft], recompute=recompute)
+    ref_loss = unrolled_loss(learner, d, theta0, soft)
+    gold = hypergradient(learner, theta0, d, [batch], recompute=recompute)
+    assert abs(res.real_loss - gold.real_loss) > 1e-5   # the targets reached the loss (float64: far above noise)
+    assert res.real_loss == pytest.approx(float(ref_loss.detach()), rel=1e-10)
+    names = list(d.learnable())
+    ref = torch.autograd.grad(ref_loss, [d.learnable()[n] for n in names])
+    for n, r in zip(names, ref):
+        assert r.abs().max() > 0, n
+        torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+
+
 def test_micro_batches_give_the_same_gradient():
     learner, d, theta0, batch = make_case(1, False)
     whole = hypergradient(learner, theta0, d, [batch])

@@ -123,6 +123,12 @@ FIELDS: tuple[Field, ...] = (
     Field("average", "Average the distilled data (decay, 0 = off)", "Outer loop and evaluation", "float",
           "validate, save and return a moving average of the distilled data (cpu preset: 0.99): steadier late in a run "
           "(beyond the paper, which keeps the last iterate)", min=0.0),
+    Field("teacher_weight", "Teacher targets in the outer loss (0 = off)", "Outer loop and evaluation", "float",
+          "beyond the paper: the outer loss's target mixes each real example's gold label (1 - w) with the class "
+          "probabilities (w) of a teacher, the same model fine-tuned on the train split; trained once, then "
+          "cached; 0: gold labels only (the paper)", min=0.0),
+    Field("teacher_steps", "Teacher fine-tuning batches", "Outer loop and evaluation", "int",
+          "batches of 32 (AdamW 5e-5) that make the teacher, when its weight is above 0", min=1),
     Field("weight_decay", "Weight decay", "Outer loop and evaluation", "float"),
     Field("warmup_ratio", "Warm-up ratio", "Outer loop and evaluation", "float"),
     Field("schedule", "Outer lr schedule", "Outer loop and evaluation", "choice",
