@@ -44,6 +44,8 @@ declare -A ROWS=(
   [teacher-1500]="--outer-steps 1500 --lr 0.03 --teacher-weight 1.0 --eval-every 375 --budget-draws 1500"
   [teacher05-1500]="--outer-steps 1500 --lr 0.03 --teacher-weight 0.5 --eval-every 375 --budget-draws 1500"
   [teacher-long]="--outer-steps 4500 --lr 0.03 --teacher-weight 1.0 --eval-every 375 --budget-draws 4500"
+  [teacher-1500-seed1]="--outer-steps 1500 --lr 0.03 --teacher-weight 1.0 --eval-every 375 --budget-draws 1500 --seed 1"
+  [real-1500-seed1]="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500 --seed 1"
   [base-average99-seed1]="--outer-steps 1200 --budget-draws 1200 --seed 1"
   [long-linear]="--outer-steps 4500 --lr 0.03 --schedule linear --eval-every 375 --budget-draws 4500"
   [long-lr-layer]="--outer-steps 4500 --lr 0.03 --inner-lr-groups layer --eval-every 375 --budget-draws 4500"
@@ -79,7 +81,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-average99 long-average99-seed1 long-average99-seed2 lambda03 base-disjoint lr-layer-average99
        long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1
        long-init-fill-seed1 fill-1500 real-1500 mrpc-900-seed1 mrpc-900-lr03-seed1
-       long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long)
+       long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
