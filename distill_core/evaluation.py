@@ -283,7 +283,7 @@ def tuned_kshot_baseline(learner: Learner, encoded_train: EncodedSplit, encoded_
 
 
 def finetune_steps(learner: Learner, encoded_train: EncodedSplit, steps: int, batch_size: int, lr: float,
-                    warmup_ratio: float, seed: int):
+                   warmup_ratio: float, seed: int):
     """Ordinary fine-tuning (AdamW, linear warm-up and decay over `steps`, clipping at 1.0), all weights.
 
     Yields (step, params) after each update; params are the live tensors (copy them to keep them).

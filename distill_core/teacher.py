@@ -28,6 +28,7 @@ from .data import EncodedSplit
 from .distilled import atomic_write_bytes
 from .evaluation import finetune_steps, predict_logits
 from .learner import Learner
+from .presets import BASE
 from .runs import default_runs_dir
 
 __all__ = ["TeacherRecipe", "TeacherTargets", "teacher_targets", "mixed_targets", "train_fingerprint",
@@ -40,7 +41,7 @@ TEACHER_DIR_ENV = "DISTILL_TEACHER_DIR"   # where teacher targets are cached (de
 class TeacherRecipe:
     """How the teacher is fine-tuned (the full-data baseline's recipe: AdamW, warm-up 10 %, clipping 1.0)."""
 
-    steps: int = 500
+    steps: int = BASE["distill"]["teacher_steps"]
     batch_size: int = 32
     lr: float = 5e-5
     seed: int = 0
