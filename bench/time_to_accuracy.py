@@ -9,7 +9,8 @@ same work whatever else the machine is doing. Choices are made on the final dev 
 (--dev-learners heads on the whole dev split); the eval split's score is only reported.
 
 Periodic evaluations (--eval-every/--eval-learners/--eval-rows) are monitoring: their time is
-reported separately and not counted in the training budget. The last line is one JSON object.
+reported separately and not counted in the training budget; each is printed to stderr as it lands. The
+last line of stdout is one JSON object.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def main(argv: list[str]) -> None:
             m = e["metrics"][d.prep.task.spec.primary_metric]
             curve.append({"step": e["step"], "train_seconds": round(train_seconds, 1), "mean": m["mean"], "std": m["std"],
                           "n": m["n"]})
-            if not mine.json:
-                print(f"step {e['step']} at {train_seconds:.0f}s of training: {m['mean']:.1f} ± {m['std']:.1f}",
-                      file=sys.stderr)
+            # stderr even under --json (whose one object goes to stdout): a long row's log shows where it is
+            print(f"step {e['step']} at {train_seconds:.0f}s of training: {m['mean']:.1f} ± {m['std']:.1f}",
+                  file=sys.stderr, flush=True)
         elif e["type"] == "step":
             step_seconds.append(e["seconds"])
 
