@@ -15,10 +15,10 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # name | flags (the one-step group: 1200 draws; the multi-step group: 600 outer steps, T=10: 300; the long
 # pair: 4500 draws at the study's SST-2 outer lr, the '-long' rows' budget; the 1500 pair: how soon the
 # real-fill init reaches that budget's plateau, and the teacher pair (--teacher-weight 1 and 0.5, beyond the
-# paper) against real-1500, and teacher-long against long-average99; the mrpc rows: MRPC SL+AL at three times the study's 300 steps; long-ms-3x3-diff: SL+AL 3x3 with
-# different data at about the CPU of the long pair, a T = 3 step costing about 2.4 of T = 1; long-seq128 and
-# long-random-init: L = 128, and the paper's random inits, on the long budget; long-lr-attention: the attention
-# labels' outer lr at 0.1, the rest at 0.03)
+# paper) against real-1500, and teacher-long against long-average99; the mrpc rows: MRPC SL+AL at three
+# times the study's 300 steps; long-ms-3x3-diff: SL+AL 3x3 with different data at about the CPU of the long
+# pair, a T = 3 step costing about 2.4 of T = 1; long-seq128 and long-random-init: L = 128, and the paper's
+# random inits, on the long budget; long-lr-attention: the attention labels' outer lr at 0.1, the rest at 0.03)
 declare -A ROWS=(
   [base]="--outer-steps 1200 --budget-draws 1200"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
