@@ -18,7 +18,10 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # paper) against real-1500, and teacher-long against long-average99; the mrpc rows: MRPC SL+AL at three
 # times the study's 300 steps; long-ms-3x3-diff: SL+AL 3x3 with different data at about the CPU of the long
 # pair, a T = 3 step costing about 2.4 of T = 1; long-seq128 and long-random-init: L = 128, and the paper's
-# random inits, on the long budget; long-lr-attention: the attention labels' outer lr at 0.1, the rest at 0.03)
+# random inits, on the long budget; long-lr-attention: the attention labels' outer lr at 0.1, the rest at 0.03;
+# long-lr-embeds: the embeddings' outer lr at 0.01, the rest at 0.03; long-average999: the average at 0.999;
+# long-meta2: two heads and real batches per hypergradient, half the steps; long-adamw: AdamW, decay 0.01;
+# long-2shot: two samples per class (four in all) in the one step, beside the 1-shot rows, not the paper's 1x1)
 declare -A ROWS=(
   [base]="--outer-steps 1200 --budget-draws 1200"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
@@ -52,6 +55,11 @@ declare -A ROWS=(
   [long-seq128]="--outer-steps 4500 --lr 0.03 --seq-len 128 --eval-every 375 --budget-draws 4500"
   [long-random-init]="--outer-steps 4500 --lr 0.03 --init random --attention-init random --eval-every 375 --budget-draws 4500"
   [long-lr-attention]="--outer-steps 4500 --lr 0.03 --lr-attention 0.1 --eval-every 375 --budget-draws 4500"
+  [long-lr-embeds]="--outer-steps 4500 --lr 0.03 --lr-embeds 0.01 --eval-every 375 --budget-draws 4500"
+  [long-average999]="--outer-steps 4500 --lr 0.03 --average 0.999 --eval-every 375 --budget-draws 4500"
+  [long-meta2]="--outer-steps 2250 --meta-batch 2 --lr 0.03 --eval-every 188 --budget-draws 4500"
+  [long-2shot]="--outer-steps 4500 --lr 0.03 --samples-per-class 2 --eval-every 375 --budget-draws 4500"
+  [long-adamw]="--outer-steps 4500 --lr 0.03 --optimizer adamw --weight-decay 0.01 --eval-every 375 --budget-draws 4500"
   [long-linear]="--outer-steps 4500 --lr 0.03 --schedule linear --eval-every 375 --budget-draws 4500"
   [long-lr-layer]="--outer-steps 4500 --lr 0.03 --inner-lr-groups layer --eval-every 375 --budget-draws 4500"
   [batch128]="--outer-steps 1200 --real-batch 128 --budget-draws 1200"
@@ -87,7 +95,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-linear long-lr-layer init-fill long-init-fill init-fill-seed1 base-average99-seed1
        long-init-fill-seed1 fill-1500 real-1500 mrpc-900-seed1 mrpc-900-lr03-seed1
        long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1
-       long-seq128 long-random-init long-lr-attention)
+       long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
+       long-adamw long-2shot)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
