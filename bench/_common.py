@@ -44,3 +44,35 @@ def peak_rss_mb() -> float:
 
 def emit(record: dict) -> None:
     print(json.dumps(record, default=str), flush=True)
+
+
+def checkpoint_parser(doc: str, learners: int):
+    """The flags of a bench that reads one checkpoint of a run directory."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--learners", type=int, default=learners)
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--threads", type=int)
+    return p
+
+
+def load_run_checkpoint(run_path: str, checkpoint: str, data_dir: str, threads: int | None = None):
+    """A run's config, its data and learner (on CPU, the whole evaluation split) and one checkpoint's data."""
+    import torch
+
+    from distill_core.distilled import DistilledData
+    from distill_core.distiller import RunConfig, prepare
+    from distill_core.runs import RunDir
+
+    if threads:
+        torch.set_num_threads(threads)
+    run = RunDir(run_path).require()
+    cfg = RunConfig.from_dict(run.config())
+    cfg.data.data_dir, cfg.data.eval_rows, cfg.model.device = data_dir, None, "cpu"
+    prep = prepare(cfg)
+    distilled = DistilledData.load(run.checkpoint(checkpoint), device=prep.learner.device,
+                                   dtype=prep.learner.dtype, expect=prep.learner.fingerprint())
+    return run, cfg, prep, distilled

@@ -22,7 +22,8 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long-lr-embeds: the embeddings' outer lr at 0.01, the rest at 0.03; long-average999: the average at 0.999;
 # long-meta2: two heads and real batches per hypergradient, half the steps; long-adamw: AdamW, decay 0.01;
 # long-2shot: two samples per class (four in all) in the one step, beside the 1-shot rows, not the paper's 1x1;
-# long-unrestricted: the paper's third label type; long-attn-all: attention labels for every query, not [CLS] only)
+# long-unrestricted: the paper's third label type; long-attn-all: attention labels for every query, not [CLS] only,
+# and long-attn-all-mean the same with mean pooling, whose head reads every token those labels shape)
 # the two budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
 LONG="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
@@ -66,6 +67,7 @@ declare -A ROWS=(
   [long-adamw]="$LONG --optimizer adamw --weight-decay 0.01"
   [long-unrestricted]="$LONG --label-type unrestricted"
   [long-attn-all]="$LONG --attention-labels all"
+  [long-attn-all-mean]="$LONG --attention-labels all --pooling mean"
   [long-linear]="$LONG --schedule linear"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
@@ -102,7 +104,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-init-fill-seed1 fill-1500 real-1500 mrpc-900-seed1 mrpc-900-lr03-seed1
        long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
-       long-adamw long-2shot long-unrestricted long-attn-all)
+       long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

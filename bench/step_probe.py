@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import sys
 
-from _common import emit, machine
+from _common import checkpoint_parser, emit, load_run_checkpoint, machine
 
 
 def main(argv: list[str]) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a run directory")
-    p.add_argument("--checkpoint", default="best")
-    p.add_argument("--learners", type=int, default=5)
+    p = checkpoint_parser(__doc__, learners=5)
     p.add_argument("--train-rows", type=int, default=4000)
-    p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
 
     import numpy as np
@@ -34,23 +27,13 @@ def main(argv: list[str]) -> None:
     from sklearn.linear_model import LogisticRegression
 
     from distill_core.data import EncodedSplit
-    from distill_core.distilled import DistilledData
-    from distill_core.distiller import RunConfig, prepare
     from distill_core.evaluation import compute_metrics, eval_batches, predict_logits
     from distill_core.inner import fine_tune
-    from distill_core.runs import RunDir
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run = RunDir(args.run).require()
-    cfg = RunConfig.from_dict(run.config())
-    cfg.data.data_dir, cfg.data.eval_rows, cfg.model.device = args.data_dir, None, "cpu"
-    prep = prepare(cfg)
+    run, cfg, prep, distilled = load_run_checkpoint(args.run, args.checkpoint, args.data_dir, args.threads)
     learner = prep.learner
     if not learner.supports_packing:
         raise SystemExit("step_probe reads the pooler's output, so it needs a BERT-style classifier")
-    distilled = DistilledData.load(run.checkpoint(args.checkpoint), device=learner.device, dtype=learner.dtype,
-                                   expect=learner.fingerprint())
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(prep.train))[: args.train_rows]
     train = EncodedSplit([prep.train.input_ids[i] for i in pick], [prep.train.token_type_ids[i] for i in pick],
