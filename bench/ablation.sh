@@ -24,8 +24,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long-2shot: two samples per class (four in all) in the one step, beside the 1-shot rows, not the paper's 1x1;
 # long-unrestricted: the paper's third label type; long-attn-all: attention labels for every query, not [CLS] only,
 # and long-attn-all-mean the same with mean pooling, whose head reads every token those labels shape)
-# the two budgets most rows share; a row adds the one lever it measures
+# the three budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
+MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
 LONG="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
 declare -A ROWS=(
   [base]="$ONE"
@@ -49,13 +50,13 @@ declare -A ROWS=(
   [long-init-fill]="$LONG --init real-fill"
   [init-fill-seed1]="$ONE --init real-fill --seed 1"
   [long-init-fill-seed1]="$LONG --init real-fill --seed 1"
-  [fill-1500]="--outer-steps 1500 --lr 0.03 --init real-fill --eval-every 375 --budget-draws 1500"
-  [real-1500]="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
-  [teacher-1500]="--outer-steps 1500 --lr 0.03 --teacher-weight 1.0 --eval-every 375 --budget-draws 1500"
-  [teacher05-1500]="--outer-steps 1500 --lr 0.03 --teacher-weight 0.5 --eval-every 375 --budget-draws 1500"
+  [fill-1500]="$MID --init real-fill"
+  [real-1500]="$MID"
+  [teacher-1500]="$MID --teacher-weight 1.0"
+  [teacher05-1500]="$MID --teacher-weight 0.5"
   [teacher-long]="$LONG --teacher-weight 1.0"
-  [teacher-1500-seed1]="--outer-steps 1500 --lr 0.03 --teacher-weight 1.0 --eval-every 375 --budget-draws 1500 --seed 1"
-  [real-1500-seed1]="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500 --seed 1"
+  [teacher-1500-seed1]="$MID --teacher-weight 1.0 --seed 1"
+  [real-1500-seed1]="$MID --seed 1"
   [base-average99-seed1]="$ONE --seed 1"
   [long-seq128]="$LONG --seq-len 128"
   [long-random-init]="$LONG --init random --attention-init random"

@@ -60,6 +60,8 @@ def main(argv: list[str]) -> None:
         fit = LogisticRegression(C=0.1, max_iter=3000).fit((x - mu) / sd, y_train)
         return 100 * float(fit.score((xe - mu) / sd, y_eval))
 
+    # The pooler's output does not depend on the head, so before the step every learner reads the same features.
+    before = round(probe(learner.fresh_params()), 2)
     rows = []
     for seed in range(args.learners):
         theta0 = learner.fresh_params(torch.Generator().manual_seed(seed))
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> None:
         logits = predict_logits(learner, theta1, prep.eval, batches=splits["eval"][1])
         own = compute_metrics(logits.argmax(-1).numpy(), y_eval, ("accuracy",))["accuracy"]
         rows.append({"learner": seed, "own_head": round(own, 2), "probe_after_step": round(probe(theta1), 2),
-                     "probe_before_step": round(probe(theta0), 2)})
+                     "probe_before_step": before})
         print(rows[-1], file=sys.stderr)
 
     def mean(key: str) -> float:
