@@ -24,7 +24,8 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long-2shot: two samples per class (four in all) in the one step, beside the 1-shot rows, not the paper's 1x1;
 # long-unrestricted: the paper's third label type; long-attn-all: attention labels for every query, not [CLS] only,
 # and long-attn-all-mean the same with mean pooling, whose head reads every token those labels shape;
-# long-lr01 and long-lr01-linear: the top of the paper's outer-lr grid (1e-1), flat and with its linear decay)
+# long-lr01 and long-lr01-linear: the top of the paper's outer-lr grid (1e-1), flat and with its linear decay,
+# the latter on seeds 1 and 2 too)
 # the three budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
@@ -73,6 +74,8 @@ declare -A ROWS=(
   [long-linear]="$LONG --schedule linear"
   [long-lr01]="$LONG --lr 0.1"
   [long-lr01-linear]="$LONG --lr 0.1 --schedule linear"
+  [long-lr01-linear-seed1]="$LONG --lr 0.1 --schedule linear --seed 1"
+  [long-lr01-linear-seed2]="$LONG --lr 0.1 --schedule linear --seed 2"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -108,7 +111,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-init-fill-seed1 fill-1500 real-1500 mrpc-900-seed1 mrpc-900-lr03-seed1
        long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
-       long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear)
+       long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear
+       long-lr01-linear-seed1 long-lr01-linear-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
