@@ -25,7 +25,8 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long-unrestricted: the paper's third label type; long-attn-all: attention labels for every query, not [CLS] only,
 # and long-attn-all-mean the same with mean pooling, whose head reads every token those labels shape;
 # long-lr01 and long-lr01-linear: the top of the paper's outer-lr grid (1e-1), flat and with its linear decay,
-# the latter on seeds 1 and 2 too)
+# the latter on seeds 1 and 2 too; mid-10shot: ten samples per class (twenty in all) in the one step on the 1,500
+# budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1)
 # the three budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
@@ -67,6 +68,7 @@ declare -A ROWS=(
   [long-average999]="$LONG --average 0.999"
   [long-meta2]="--outer-steps 2250 --meta-batch 2 --lr 0.03 --eval-every 188 --budget-draws 4500"
   [long-2shot]="$LONG --samples-per-class 2"
+  [mid-10shot]="$MID --samples-per-class 10"
   [long-adamw]="$LONG --optimizer adamw --weight-decay 0.01"
   [long-unrestricted]="$LONG --label-type unrestricted"
   [long-attn-all]="$LONG --attention-labels all"
@@ -112,7 +114,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
        long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear
-       long-lr01-linear-seed1 long-lr01-linear-seed2)
+       long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
