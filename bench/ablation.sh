@@ -26,7 +26,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # and long-attn-all-mean the same with mean pooling, whose head reads every token those labels shape;
 # long-lr01 and long-lr01-linear: the top of the paper's outer-lr grid (1e-1), flat and with its linear decay,
 # the latter on seeds 1 and 2 too; mid-10shot: ten samples per class (twenty in all) in the one step on the 1,500
-# budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1)
+# budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1;
+# long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
+# minutes a seed at 0.57 s a step)
 # the three budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
@@ -78,6 +80,9 @@ declare -A ROWS=(
   [long-lr01-linear]="$LONG --lr 0.1 --schedule linear"
   [long-lr01-linear-seed1]="$LONG --lr 0.1 --schedule linear --seed 1"
   [long-lr01-linear-seed2]="$LONG --lr 0.1 --schedule linear --seed 2"
+  [long6000-lr01-linear]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000"
+  [long6000-lr01-linear-seed1]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000 --seed 1"
+  [long6000-lr01-linear-seed2]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000 --seed 2"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -114,7 +119,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-ms-3x3-diff teacher-1500 teacher05-1500 teacher-long teacher-1500-seed1 real-1500-seed1
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
        long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear
-       long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot)
+       long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot long6000-lr01-linear
+       long6000-lr01-linear-seed1 long6000-lr01-linear-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
