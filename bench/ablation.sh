@@ -28,7 +28,7 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # the latter on seeds 1 and 2 too; mid-10shot: ten samples per class (twenty in all) in the one step on the 1,500
 # budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1;
 # long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
-# minutes a seed at 0.57 s a step)
+# minutes a seed at 0.57 s a step; pool-mean-long-seed1: the 6-layer side of bench/depth_check.sh on a second seed)
 # the three budgets most rows share; a row adds the one lever it measures
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
@@ -96,6 +96,7 @@ declare -A ROWS=(
   [long-average99-seed1]="$LONG --seed 1"
   [long-average99-seed2]="$LONG --seed 2"
   [pool-mean-long]="$LONG --pooling mean"
+  [pool-mean-long-seed1]="$LONG --pooling mean --seed 1"
   [lr-head]="$ONE --inner-lr-groups head"
   [lr-layer]="$ONE --inner-lr-groups layer"
   [mrpc-900-seed1]="--task mrpc --outer-steps 900 --lr 0.01 --budget-draws 900 --seed 1"
@@ -120,7 +121,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
        long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear
        long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot long6000-lr01-linear
-       long6000-lr01-linear-seed1 long6000-lr01-linear-seed2)
+       long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {

@@ -5,7 +5,8 @@
 # fine-tuning (AdamW 5e-5, stopped on dev, the study's full row) run on it, with the pooler at [CLS] (the
 # paper) and with mean pooling (beyond the paper: the truncated model's pooler was trained on layer 6's
 # output, mean pooling reads layer 3's tokens directly), beside the 6-layer model under mean pooling.
-# The 6-layer model with the pooler is the study's (full row) and ablation's (long-average99) own.
+# The 6-layer model with the pooler is the study's (full row) and ablation's (long-average99) own, and its
+# one step under mean pooling the ablation's pool-mean-long (seed 1: bench/ablation.sh pool-mean-long-seed1).
 #   bash bench/depth_check.sh        # rows whose JSON exists are skipped: a re-run resumes
 set -u
 cd "$(dirname "$0")/.."
@@ -29,5 +30,7 @@ run() {   # name, command...
 run full-l3 python -m distill_core baseline "${FULL[@]}" --model "$MODEL" --full-learners 2
 run long-average99-l3 python bench/time_to_accuracy.py "${DISTILL[@]}" --model "$MODEL"
 run long-average99-l3-mean python bench/time_to_accuracy.py "${DISTILL[@]}" --model "$MODEL" --pooling mean
+run long-average99-l3-mean-seed1 python bench/time_to_accuracy.py "${DISTILL[@]}" --model "$MODEL" --pooling mean --seed 1
 run full-l3-mean python -m distill_core baseline "${FULL[@]}" --model "$MODEL" --pooling mean --full-learners 1
 run full-l6-mean python -m distill_core baseline "${FULL[@]}" --pooling mean --full-learners 1
+run full-l3-mean-seed1 python -m distill_core baseline "${FULL[@]}" --model "$MODEL" --pooling mean --full-learners 1 --seed 1
