@@ -29,10 +29,12 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1;
 # long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
 # minutes a seed at 0.57 s a step; pool-mean-long-seed1: the 6-layer side of bench/depth_check.sh on a second seed)
-# the three budgets most rows share; a row adds the one lever it measures
+# the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
+# schedule over 6,000 steps, its seeds the only rows on that budget)
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
 LONG="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
+LONGEST="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000"
 declare -A ROWS=(
   [base]="$ONE"
   [meta4]="--outer-steps 300 --meta-batch 4 --eval-every 38 --budget-draws 1200"
@@ -80,9 +82,9 @@ declare -A ROWS=(
   [long-lr01-linear]="$LONG --lr 0.1 --schedule linear"
   [long-lr01-linear-seed1]="$LONG --lr 0.1 --schedule linear --seed 1"
   [long-lr01-linear-seed2]="$LONG --lr 0.1 --schedule linear --seed 2"
-  [long6000-lr01-linear]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000"
-  [long6000-lr01-linear-seed1]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000 --seed 1"
-  [long6000-lr01-linear-seed2]="--outer-steps 6000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 6000 --seed 2"
+  [long6000-lr01-linear]="$LONGEST"
+  [long6000-lr01-linear-seed1]="$LONGEST --seed 1"
+  [long6000-lr01-linear-seed2]="$LONGEST --seed 2"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
