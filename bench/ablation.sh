@@ -28,7 +28,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # the latter on seeds 1 and 2 too; mid-10shot: ten samples per class (twenty in all) in the one step on the 1,500
 # budget beside real-1500, a check of whether the count of synthetic samples holds the plateau, not the paper's 1x1;
 # long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
-# minutes a seed at 0.57 s a step; pool-mean-long-seed1: the 6-layer side of bench/depth_check.sh on a second seed)
+# minutes a seed at 0.57 s a step; long6000-lr01-linear-hl and -seq32 (seeds 0-2): the same with hard labels
+# (HL+AL), and with L = 32 instead of 64, which makes a step cheaper; pool-mean-long-seed1: the 6-layer side
+# of bench/depth_check.sh on a second seed)
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds the only rows on that budget)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -85,6 +87,12 @@ declare -A ROWS=(
   [long6000-lr01-linear]="$LONGEST"
   [long6000-lr01-linear-seed1]="$LONGEST --seed 1"
   [long6000-lr01-linear-seed2]="$LONGEST --seed 2"
+  [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
+  [long6000-lr01-linear-hl-seed1]="$LONGEST --label-type hard --seed 1"
+  [long6000-lr01-linear-hl-seed2]="$LONGEST --label-type hard --seed 2"
+  [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
+  [long6000-lr01-linear-seq32-seed1]="$LONGEST --seq-len 32 --seed 1"
+  [long6000-lr01-linear-seq32-seed2]="$LONGEST --seq-len 32 --seed 2"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -123,7 +131,9 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-seq128 long-random-init long-lr-attention long-lr-embeds long-average999 long-meta2
        long-adamw long-2shot long-unrestricted long-attn-all long-attn-all-mean long-lr01 long-lr01-linear
        long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot long6000-lr01-linear
-       long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1)
+       long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1
+       long6000-lr01-linear-hl long6000-lr01-linear-seq32 long6000-lr01-linear-hl-seed1
+       long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 run_row() {
