@@ -57,16 +57,11 @@ declare -A ROWS=(
   [lr-layer-average99]="$ONE --inner-lr-groups layer"
   [init-fill]="$ONE --init real-fill"
   [long-init-fill]="$LONG --init real-fill"
-  [init-fill-seed1]="$ONE --init real-fill --seed 1"
-  [long-init-fill-seed1]="$LONG --init real-fill --seed 1"
   [fill-1500]="$MID --init real-fill"
   [real-1500]="$MID"
   [teacher-1500]="$MID --teacher-weight 1.0"
   [teacher05-1500]="$MID --teacher-weight 0.5"
   [teacher-long]="$LONG --teacher-weight 1.0"
-  [teacher-1500-seed1]="$MID --teacher-weight 1.0 --seed 1"
-  [real-1500-seed1]="$MID --seed 1"
-  [base-average99-seed1]="$ONE --seed 1"
   [long-seq128]="$LONG --seq-len 128"
   [long-random-init]="$LONG --init random --attention-init random"
   [long-lr-attention]="$LONG --lr-attention 0.1"
@@ -82,17 +77,9 @@ declare -A ROWS=(
   [long-linear]="$LONG --schedule linear"
   [long-lr01]="$LONG --lr 0.1"
   [long-lr01-linear]="$LONG --lr 0.1 --schedule linear"
-  [long-lr01-linear-seed1]="$LONG --lr 0.1 --schedule linear --seed 1"
-  [long-lr01-linear-seed2]="$LONG --lr 0.1 --schedule linear --seed 2"
   [long6000-lr01-linear]="$LONGEST"
-  [long6000-lr01-linear-seed1]="$LONGEST --seed 1"
-  [long6000-lr01-linear-seed2]="$LONGEST --seed 2"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
-  [long6000-lr01-linear-hl-seed1]="$LONGEST --label-type hard --seed 1"
-  [long6000-lr01-linear-hl-seed2]="$LONGEST --label-type hard --seed 2"
   [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
-  [long6000-lr01-linear-seq32-seed1]="$LONGEST --seq-len 32 --seed 1"
-  [long6000-lr01-linear-seq32-seed2]="$LONGEST --seq-len 32 --seed 2"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -103,10 +90,7 @@ declare -A ROWS=(
   [pool-mean]="$ONE --pooling mean"
   [pool-mean-sent10]="$ONE --pooling mean --train-min-words 10"
   [long-average99]="$LONG"
-  [long-average99-seed1]="$LONG --seed 1"
-  [long-average99-seed2]="$LONG --seed 2"
   [pool-mean-long]="$LONG --pooling mean"
-  [pool-mean-long-seed1]="$LONG --pooling mean --seed 1"
   [lr-head]="$ONE --inner-lr-groups head"
   [lr-layer]="$ONE --inner-lr-groups layer"
   [mrpc-900-seed1]="--task mrpc --outer-steps 900 --lr 0.01 --budget-draws 900 --seed 1"
@@ -136,14 +120,26 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
-run_row() {
+# a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
+row_flags() {
   local name=$1
+  if [ -n "${ROWS[$name]+set}" ]; then printf '%s' "${ROWS[$name]}"; return; fi
+  if [[ $name =~ ^(.+)-seed([0-9]+)$ ]] && [ -n "${ROWS[${BASH_REMATCH[1]}]+set}" ]; then
+    printf '%s --seed %s' "${ROWS[${BASH_REMATCH[1]}]}" "${BASH_REMATCH[2]}"; return
+  fi
+  echo "unknown row $name (not in bench/ablation.sh's ROWS, nor NAME-seedN of a row there)" >&2
+  return 1
+}
+
+run_row() {
+  local name=$1 flags
+  flags=$(row_flags "$name") || return 0
   [ -f "$OUT/$name.json" ] && { echo "skip $name (done)"; return; }
   mkdir -p "$OUT/.claims"
   mkdir "$OUT/.claims/$name" 2>/dev/null || return 0    # another lane (or a runner before this one) has it
-  echo "$(date -u +%H:%M:%S) start $name: ${ROWS[$name]}"
+  echo "$(date -u +%H:%M:%S) start $name: $flags"
   # shellcheck disable=SC2086
-  python bench/time_to_accuracy.py "${COMMON[@]}" ${ROWS[$name]} --out "$OUT/$name.json" \
+  python bench/time_to_accuracy.py "${COMMON[@]}" $flags --out "$OUT/$name.json" \
     > "/tmp/ablation-$name.log" 2>&1 &
   echo $! > "$OUT/.claims/$name/pid"
   wait $! || echo "FAILED $name (see /tmp/ablation-$name.log)"
