@@ -30,7 +30,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
 # minutes a seed at 0.57 s a step; long6000-lr01-linear-hl and -seq32 (seeds 0-2): the same with hard labels
 # (HL+AL), and with L = 32 instead of 64, which makes a step cheaper; pool-mean-long-seed1: the 6-layer side
-# of bench/depth_check.sh on a second seed)
+# of bench/depth_check.sh on a second seed; long6000-lr01-linear-disjoint and -seq32-disjoint: L = 64 and 32 again,
+# each selected on a dev of whole sentences no train row contains (--dev-disjoint), since the shared dev ranks them
+# the reverse of validation)
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds the only rows on that budget)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -80,6 +82,8 @@ declare -A ROWS=(
   [long6000-lr01-linear]="$LONGEST"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
   [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
+  [long6000-lr01-linear-disjoint]="$LONGEST --dev-disjoint"
+  [long6000-lr01-linear-seq32-disjoint]="$LONGEST --seq-len 32 --dev-disjoint"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -117,7 +121,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long-lr01-linear-seed1 long-lr01-linear-seed2 mid-10shot long6000-lr01-linear
        long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1
        long6000-lr01-linear-hl long6000-lr01-linear-seq32 long6000-lr01-linear-hl-seed1
-       long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2)
+       long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2
+       long6000-lr01-linear-disjoint long6000-lr01-linear-seq32-disjoint)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
