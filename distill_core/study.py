@@ -55,6 +55,11 @@ class StudyRow:
     # chooses its outer lr in pilots on its own budget, shared by the task's rows of its tag, instead of the
     # task's 100-step pilots: MRPC's 1x1 runs sit at the majority class for their first ~450 steps
     budget_pilots: bool = False
+    # a recipe of the row's own, chosen on dev outside the study (docs/ablation): an outer lr that replaces the
+    # pilots' choice (the inner-lr init stays theirs), an outer-lr schedule and positions L; None: the study's
+    outer_lr: float | None = None
+    schedule: str | None = None
+    seq_len: int | None = None
 
     @property
     def kind(self) -> str:
@@ -94,7 +99,8 @@ def _multi_step_rows(task: str, long_steps: int | None) -> list[StudyRow]:
 
 
 def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
-                   min_words_steps: int | None = None, budget_pilots: bool = False) -> list[StudyRow]:
+                   min_words_steps: int | None = None, budget_pilots: bool = False,
+                   recipe: dict | None = None) -> list[StudyRow]:
     """The headline settings on the quality budget (at most 60 CPU minutes of distillation a seed, issue
     #17); SST-2's are validated on dev along the way: the time-to-accuracy figure's curves. With
     `budget_pilots`, they choose their outer lr in pilots on this budget, as MRPC's do: at 300 steps, under
@@ -106,11 +112,12 @@ def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
     beyond the paper). That row has `other_seeds` and is off by default: its one seed scored 82.8 on
     validation against the `-long` SL+AL row's 82.8 across seeds, so the gain it showed at 1,200
     hypergradients (81.9 against 79.3) is gone at this budget, and it cost 1.3 CPU hours
-    (docs/ablation/study-extra/)."""
+    (docs/ablation/study-extra/). `recipe` (outer_lr, schedule, seq_len; None each: the study's) goes to the
+    HL+AL and SL+AL rows."""
     if not steps:
         return []
-    rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True, budget_pilots=budget_pilots)
-            for s in ("HL+AL", "SL+AL")]
+    rows = [StudyRow(task, s, outer_steps=steps, tag="long", headline=True, budget_pilots=budget_pilots,
+                     **(recipe or {})) for s in ("HL+AL", "SL+AL")]
     if min_words:
         rows.append(StudyRow(task, "SL+AL", outer_steps=min_words_steps or steps, tag="long-sentences",
                              train_min_words=min_words))
@@ -120,11 +127,11 @@ def _headline_rows(task: str, steps: int | None, min_words: int | None = None,
 PRESETS: dict[str, Callable[["StudyConfig"], list[StudyRow]]] = {
     "paper": lambda c: (_task_rows("sst2") + _task_rows("mrpc") + _multi_step_rows("sst2", c.long_outer_steps)
                         + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
-                                         c.headline_min_words_outer_steps)
+                                         c.headline_min_words_outer_steps, recipe=c.headline_recipe())
                         + _headline_rows("mrpc", c.mrpc_long_outer_steps, budget_pilots=True)),
     "paper-sst2": lambda c: (_task_rows("sst2") + _multi_step_rows("sst2", c.long_outer_steps)
                              + _headline_rows("sst2", c.headline_outer_steps, c.headline_min_words,
-                                           c.headline_min_words_outer_steps)),
+                                           c.headline_min_words_outer_steps, recipe=c.headline_recipe())),
     # minutes on a laptop, on the bundled demo data: checks the machinery, says nothing about the method
     "smoke": lambda c: [StudyRow("demo", "majority"), StudyRow("demo", "HL+AL", headline=True), StudyRow("demo", "SL"),
                         StudyRow("demo", "random-1-shot"), StudyRow("demo", "random-1-shot-tuned"),
@@ -168,6 +175,11 @@ class StudyConfig:
     # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none): 35-39 CPU minutes of distillation a seed with
     # one thread (Intel Xeon), 40-44 with the scoring
     headline_outer_steps: int | None = 4500
+    # the SST-2 "-long" HL+AL and SL+AL rows' own recipe, chosen on dev in docs/ablation (None each: the task
+    # pilots' outer lr, the run preset's schedule, the study's seq_len)
+    headline_outer_lr: float | None = None
+    headline_schedule: str | None = None
+    headline_seq_len: int | None = None
     # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
     # train split is mostly phrases, its validation split whole sentences (docs/ablation, row sent10). Off
     # by default since its one seed showed no gain at this budget (`_headline_rows`)
@@ -238,8 +250,21 @@ class StudyConfig:
             raise UserError("the learning-rate grid needs at least one outer lr and one inner-lr init")
         if self.executor not in ("local", "ray"):
             raise UserError(f"executor must be local or ray, got {self.executor!r}")
+        if self.headline_outer_lr is not None and not self.headline_outer_lr > 0:
+            raise UserError(f"study setting headline_outer_lr must be > 0, got {self.headline_outer_lr}")
+        if self.headline_schedule not in (None, "linear", "constant"):
+            raise UserError(f"study setting headline_schedule must be linear or constant, got {self.headline_schedule!r}")
+        if self.headline_seq_len is not None and self.headline_seq_len < 1:
+            raise UserError(f"study setting headline_seq_len must be >= 1, got {self.headline_seq_len}")
         if self.grid_setting not in SETTINGS:
             raise UserError(f"grid_setting must be one of {', '.join(SETTINGS)}, got {self.grid_setting!r}")
+
+
+    def headline_recipe(self) -> dict:
+        """The SST-2 headline rows' own settings (StudyRow fields), those set only."""
+        recipe = {"outer_lr": self.headline_outer_lr, "schedule": self.headline_schedule,
+                  "seq_len": self.headline_seq_len}
+        return {k: v for k, v in recipe.items() if v is not None}
 
 
 def plan(config: StudyConfig) -> list[StudyRow]:
@@ -282,8 +307,8 @@ class Study:
         distilled = {"samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                      "different_data_per_step": not row.same_data, "label_type": label_type,
                      "attention_labels": attention, "inner_lr_init": inner_lr_init}
-        if c.seq_len is not None:
-            distilled["seq_len"] = c.seq_len
+        if row.seq_len is not None or c.seq_len is not None:
+            distilled["seq_len"] = row.seq_len if row.seq_len is not None else c.seq_len
         data = {"task": row.task, "data_dir": c.data_dir, "allow_hub": False,
                 "eval_rows": None}              # reported numbers: the whole evaluation split
         if c.max_length is not None:
@@ -297,7 +322,7 @@ class Study:
             "distill": {"outer_steps": outer_steps, "lr_embeds": outer_lr, "lr_labels": outer_lr,
                         "lr_attention": outer_lr, "lr_inner_lr": outer_lr, "eval_every": 0, "eval_at_start": False,
                         "baselines": False, "eval_learners": c.learners, "eval_precision": c.eval_precision,
-                        "inner_memory": "store"}})
+                        "inner_memory": "store", **({"schedule": row.schedule} if row.schedule else {})}})
 
     def prepared(self, task: str, train_min_words: int | None = None):
         """Data and learner of a task (and train-row filter), loaded once per study."""
@@ -448,6 +473,8 @@ class Study:
             chosen = grid["chosen"]
             extra["grid_cpu_seconds"] = grid["cpu_seconds"]
             extra["grid_file"] = f"grid/{grid.get('row', row.task)}.json"   # the pilots the choice came from
+            if row.outer_lr is not None:   # the row's recipe sets the outer lr; the pilots keep the inner-lr init
+                chosen = {**chosen, "outer_lr": row.outer_lr, "outer_lr_from": "the row's recipe, chosen on dev in docs/ablation"}
             clock = _Clock()  # the grid's time is shared by the task's rows and reported apart
             if row.kind == "random-kshot":
                 k = int(row.setting.split("-")[1])
@@ -808,6 +835,13 @@ def add_parser(sub) -> None:
     p.add_argument("--headline-min-words", type=int, default=d.headline_min_words,
                    help="beyond the paper: add an SST-2 SL+AL '-long-sentences' row distilled from, and selected on, "
                         "the train rows of at least this many words (--train-min-words; default: no such row)")
+    p.add_argument("--headline-outer-lr", type=float, default=d.headline_outer_lr,
+                   help="the SST-2 '-long' rows' outer lr, chosen on dev outside the study (docs/ablation); the task's "
+                        "pilots still choose their inner-lr init (default: the pilots' outer lr too)")
+    p.add_argument("--headline-schedule", choices=["linear", "constant"], default=d.headline_schedule,
+                   help="the SST-2 '-long' rows' outer-lr schedule after the warm-up (default: the run preset's)")
+    p.add_argument("--headline-seq-len", type=int, default=d.headline_seq_len,
+                   help="the SST-2 '-long' rows' positions L (default: --seq-len, else the run preset's)")
     p.add_argument("--mrpc-long-outer-steps", type=int, default=d.mrpc_long_outer_steps,
                    help="outer steps of the MRPC HL+AL and SL+AL '-long' rows, whose outer lr is chosen in pilots on "
                         "this budget (a 1x1 MRPC run sits at the majority class for its first ~450 steps; 0: no such rows)")
@@ -852,6 +886,8 @@ def cmd_study(a) -> int:
                          outer_steps=a.outer_steps, long_outer_steps=a.long_outer_steps, seq_len=a.seq_len,
                          headline_outer_steps=a.headline_outer_steps, headline_min_words=a.headline_min_words,
                          headline_min_words_outer_steps=a.headline_min_words_outer_steps,
+                         headline_outer_lr=a.headline_outer_lr, headline_schedule=a.headline_schedule,
+                         headline_seq_len=a.headline_seq_len,
                          mrpc_long_outer_steps=a.mrpc_long_outer_steps,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, grid_per_shape=a.grid_per_shape, eval_precision=a.eval_precision, full_steps=a.full_steps,

@@ -87,12 +87,43 @@ def test_rows_on_a_longer_budget_share_pilots_on_that_budget(tmp_path, monkeypat
     assert "pilots on the row's budget: grid/demo-1x1-long.json" in views.chosen_on_dev(result)
 
 
+def test_the_headline_recipe_reaches_the_sst2_long_rows_and_their_runs(tmp_path, monkeypatch):
+    """A recipe chosen on dev outside the study (outer lr, schedule, L) goes to SST-2's '-long' HL+AL and SL+AL
+    rows alone; the outer lr replaces the pilots' choice, whose inner-lr init the row keeps."""
+    recipe = dict(headline_outer_lr=0.1, headline_schedule="linear", headline_seq_len=32)
+    rows = plan(StudyConfig(preset="paper", **recipe))
+    with_recipe = [r.key for r in rows if (r.outer_lr, r.schedule, r.seq_len) == (0.1, "linear", 32)]
+    assert with_recipe == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
+    assert all((r.outer_lr, r.schedule, r.seq_len) == (None, None, None) for r in rows if r.key not in with_recipe)
+    study = Study(StudyConfig(preset="paper", seq_len=48, **recipe))
+    long = next(r for r in rows if r.key == "sst2-sl-al-1x1-long")
+    cfg = study.run_config(long, 0.1, 0.3, 10)
+    assert (cfg.distilled.seq_len, cfg.distill.schedule) == (32, "linear")
+    plain = study.run_config(next(r for r in rows if r.key == "sst2-sl-al-1x1"), 0.01, 0.3, 10)
+    assert (plain.distilled.seq_len, plain.distill.schedule) == (48, default_of("distill", "schedule"))
+    # for real, on the demo task: the row's outer lr and schedule run; the inner-lr init is the pilots'
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    study = Study(StudyConfig(out=str(tmp_path), **{**TINY, "seeds": 1}), log=lambda s: None)
+    row = StudyRow("demo", "SL+AL", outer_steps=2, tag="long", headline=True, outer_lr=0.3, schedule="linear",
+                   seq_len=6)
+    result = study.run_row(row)
+    pilots = json.loads((tmp_path / "grid" / "demo.json").read_text())["chosen"]
+    distill, distilled = result["config"]["distill"], result["config"]["distilled"]
+    assert distill["lr_embeds"] == distill["lr_inner_lr"] == 0.3 != pilots["outer_lr"]
+    assert (distill["schedule"], distilled["seq_len"]) == ("linear", 6)
+    assert distilled["inner_lr_init"] == pilots["inner_lr_init"]
+    assert "outer lr 0.3 (the row's recipe, chosen on dev in docs/ablation)" in views.chosen_on_dev(result)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(preset="nope"), "unknown study preset 'nope'"),
     (dict(learners=0), "learners must be >= 1"),
     (dict(grid_outer_lr=()), "needs at least one outer lr"),
     (dict(grid_setting="XL"), "grid_setting must be one of"),
     (dict(mrpc_long_outer_steps=-1), "mrpc_long_outer_steps must be >= 0"),
+    (dict(headline_outer_lr=0.0), "headline_outer_lr must be > 0"),
+    (dict(headline_schedule="cosine"), "headline_schedule must be linear or constant"),
+    (dict(headline_seq_len=0), "headline_seq_len must be >= 1"),
 ])
 def test_bad_study_settings_are_named(change, message):
     with pytest.raises(UserError, match=message):

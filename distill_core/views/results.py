@@ -110,7 +110,10 @@ def chosen_on_dev(row: dict) -> str:
     grid = c.get("grid")
     if isinstance(grid, dict) and "outer_lr" in grid:
         text = f"outer lr {_num(grid['outer_lr'])}, inner-lr init {_num(grid['inner_lr_init'])}"
-        if row.get("grid_file") == f"grid/{row.get('key')}.json":
+        if grid.get("outer_lr_from"):
+            text = (f"outer lr {_num(grid['outer_lr'])} ({grid['outer_lr_from']}), inner-lr init "
+                    f"{_num(grid['inner_lr_init'])} (pilots: {row.get('grid_file')})")
+        elif row.get("grid_file") == f"grid/{row.get('key')}.json":
             text += " (the row's own pilots)"
         elif row.get("grid_file") not in (None, f"grid/{row.get('task')}.json"):
             text += f" (pilots on the row's budget: {row['grid_file']})"
