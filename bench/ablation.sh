@@ -30,7 +30,7 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # long6000-lr01-linear (seeds 0-2): long-lr01-linear over 6,000 steps, the most a one-thread run fits in the 60 CPU
 # minutes a seed at 0.57 s a step; long6000-lr01-linear-hl and -seq32 (seeds 0-2): the same with hard labels
 # (HL+AL), and with L = 32 instead of 64, which makes a step cheaper; pool-mean-long-seed1: the 6-layer side
-# of bench/depth_check.sh on a second seed; long7000-lr01-linear-seq32 (seeds 0-2): L = 32 over the 7,000 steps
+# of bench/depth_check.sh on a second seed; long7000-lr01-linear-seq32 (seeds 0-1): L = 32 over the 7,000 steps
 # its cheaper step (0.50 s) fits in the same 60 CPU minutes, since over 3 seeds L = 32 and 64 tie on 6,000 steps)
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds the only rows on that budget)
@@ -120,7 +120,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1
        long6000-lr01-linear-hl long6000-lr01-linear-seq32 long6000-lr01-linear-hl-seed1
        long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2
-       long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1 long7000-lr01-linear-seq32-seed2)
+       long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
