@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .presets import DEFAULT_PRESET, PRESETS, defaults_text, preset_values
+from .presets import DEFAULT_PRESET, PRESETS, SCHEDULES, defaults_text, preset_values
 
 __all__ = ["main", "build_parser"]
 
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--weight-decay", "distill", "weight_decay", type=float)
     _setting(g, "--warmup-ratio", "distill", "warmup_ratio", type=float)
     _setting(g, "--schedule", "distill", "schedule", "after warm-up: linear decay to 0 (the paper) or constant",
-             choices=["linear", "constant"])
+             choices=list(SCHEDULES))
     _setting(g, "--grad-clip", "distill", "grad_clip", "0 disables", type=float)
     _setting(g, "--eval-every", "distill", "eval_every", "0: only at start and end", type=int)
     _setting(g, "--eval-learners", "distill", "eval_learners", type=int)

@@ -22,7 +22,7 @@ import torch
 from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split, load_task_data
 from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
-from .presets import BASE
+from .presets import BASE, SCHEDULES
 from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
 from .inner import RECOMPUTE_COPIES, HyperResult, hypergradient
@@ -84,7 +84,7 @@ class DistillConfig:
             raise UserError(f"meta_batch must be an integer in [1, 1024], got {self.meta_batch!r}")
         if not (isinstance(self.average, (int, float)) and 0 <= self.average < 1):
             raise UserError(f"average must be in [0, 1) (0: off), got {self.average!r}")
-        if self.schedule not in ("linear", "constant"):
+        if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be linear or constant, got {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

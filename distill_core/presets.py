@@ -21,9 +21,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["BASE", "PRESETS", "DEFAULT_PRESET", "preset_values", "default_of", "defaults_text", "SECTIONS"]
+__all__ = ["BASE", "PRESETS", "DEFAULT_PRESET", "preset_values", "default_of", "defaults_text", "SECTIONS",
+           "SCHEDULES"]
 
 SECTIONS = ("data", "model", "distilled", "distill")
+# the outer-lr schedules after the warm-up (distill.schedule): linear decay to 0 (the paper), or flat
+SCHEDULES = ("linear", "constant")
 
 BASE: dict[str, dict[str, Any]] = {
     "data": {"task": "sst2", "data_dir": None, "train_file": None, "eval_file": None, "text_columns": [],

@@ -31,6 +31,7 @@ from typing import Callable
 
 from .errors import UserError
 from .machine import machine_info
+from .presets import SCHEDULES
 from .runs import read_json, write_json
 
 __all__ = ["StudyRow", "StudyConfig", "PRESETS", "plan", "run_study", "load_summary", "time_to_accuracy"]
@@ -240,7 +241,7 @@ class StudyConfig:
         if any(k < 0 for k in self.only_seeds):
             raise UserError(f"study seeds are numbered from 0, got {list(self.only_seeds)}")
         for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length",
-                     "seeds", "other_seeds", "full_learners", "curve_learners"):
+                     "seeds", "other_seeds", "full_learners", "curve_learners", "headline_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         for name in ("headline_outer_steps", "mrpc_long_outer_steps", "long_outer_steps"):
@@ -252,13 +253,11 @@ class StudyConfig:
             raise UserError(f"executor must be local or ray, got {self.executor!r}")
         if self.headline_outer_lr is not None and not self.headline_outer_lr > 0:
             raise UserError(f"study setting headline_outer_lr must be > 0, got {self.headline_outer_lr}")
-        if self.headline_schedule not in (None, "linear", "constant"):
-            raise UserError(f"study setting headline_schedule must be linear or constant, got {self.headline_schedule!r}")
-        if self.headline_seq_len is not None and self.headline_seq_len < 1:
-            raise UserError(f"study setting headline_seq_len must be >= 1, got {self.headline_seq_len}")
+        if self.headline_schedule is not None and self.headline_schedule not in SCHEDULES:
+            raise UserError(f"study setting headline_schedule must be {' or '.join(SCHEDULES)}, "
+                            f"got {self.headline_schedule!r}")
         if self.grid_setting not in SETTINGS:
             raise UserError(f"grid_setting must be one of {', '.join(SETTINGS)}, got {self.grid_setting!r}")
-
 
     def headline_recipe(self) -> dict:
         """The SST-2 headline rows' own settings (StudyRow fields), those set only."""
@@ -307,8 +306,9 @@ class Study:
         distilled = {"samples_per_class": row.samples_per_class, "inner_steps": row.inner_steps,
                      "different_data_per_step": not row.same_data, "label_type": label_type,
                      "attention_labels": attention, "inner_lr_init": inner_lr_init}
-        if row.seq_len is not None or c.seq_len is not None:
-            distilled["seq_len"] = row.seq_len if row.seq_len is not None else c.seq_len
+        seq_len = row.seq_len if row.seq_len is not None else c.seq_len
+        if seq_len is not None:
+            distilled["seq_len"] = seq_len
         data = {"task": row.task, "data_dir": c.data_dir, "allow_hub": False,
                 "eval_rows": None}              # reported numbers: the whole evaluation split
         if c.max_length is not None:
@@ -838,7 +838,7 @@ def add_parser(sub) -> None:
     p.add_argument("--headline-outer-lr", type=float, default=d.headline_outer_lr,
                    help="the SST-2 '-long' rows' outer lr, chosen on dev outside the study (docs/ablation); the task's "
                         "pilots still choose their inner-lr init (default: the pilots' outer lr too)")
-    p.add_argument("--headline-schedule", choices=["linear", "constant"], default=d.headline_schedule,
+    p.add_argument("--headline-schedule", choices=list(SCHEDULES), default=d.headline_schedule,
                    help="the SST-2 '-long' rows' outer-lr schedule after the warm-up (default: the run preset's)")
     p.add_argument("--headline-seq-len", type=int, default=d.headline_seq_len,
                    help="the SST-2 '-long' rows' positions L (default: --seq-len, else the run preset's)")

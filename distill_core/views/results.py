@@ -109,10 +109,11 @@ def chosen_on_dev(row: dict) -> str:
         return f"inner lr {_num(c['lr'])}, the distilled rows' init"
     grid = c.get("grid")
     if isinstance(grid, dict) and "outer_lr" in grid:
-        text = f"outer lr {_num(grid['outer_lr'])}, inner-lr init {_num(grid['inner_lr_init'])}"
-        if grid.get("outer_lr_from"):
-            text = (f"outer lr {_num(grid['outer_lr'])} ({grid['outer_lr_from']}), inner-lr init "
-                    f"{_num(grid['inner_lr_init'])} (pilots: {row.get('grid_file')})")
+        lr_from = grid.get("outer_lr_from")   # a row's recipe set the outer lr; the pilots, the inner-lr init
+        text = (f"outer lr {_num(grid['outer_lr'])}" + (f" ({lr_from})" if lr_from else "")
+                + f", inner-lr init {_num(grid['inner_lr_init'])}")
+        if lr_from:
+            text += f" (pilots: {row.get('grid_file')})"
         elif row.get("grid_file") == f"grid/{row.get('key')}.json":
             text += " (the row's own pilots)"
         elif row.get("grid_file") not in (None, f"grid/{row.get('task')}.json"):
