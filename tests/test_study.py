@@ -115,6 +115,24 @@ def test_the_headline_recipe_reaches_the_sst2_long_rows_and_their_runs(tmp_path,
     assert "outer lr 0.3 (the row's recipe, chosen on dev in docs/ablation)" in views.chosen_on_dev(result)
 
 
+def test_the_hour_recipe_is_the_default_and_pilots_name_the_way_back(capsys):
+    """The SST-2 '-long' rows run the ablation's hour recipe unless told otherwise; on the command line
+    'pilots' gives their outer lr back to the task's pilots, and a word that is neither is named."""
+    from distill_core.cli import build_parser
+
+    long = [r for r in plan(StudyConfig(preset="paper")) if r.task == "sst2" and r.tag == "long"]
+    assert [(r.outer_steps, r.outer_lr, r.schedule) for r in long] == [(6000, 0.1, "linear")] * 2
+    parse = build_parser().parse_args
+    assert parse(["study"]).headline_outer_lr == 0.1
+    assert parse(["study", "--headline-outer-lr", "pilots"]).headline_outer_lr is None
+    back = StudyConfig(preset="paper", headline_outer_lr=None, headline_schedule=None, headline_outer_steps=4500)
+    assert [(r.outer_steps, r.outer_lr, r.schedule) for r in plan(back) if r.key == "sst2-sl-al-1x1-long"] == [
+        (4500, None, None)]
+    with pytest.raises(SystemExit):
+        parse(["study", "--headline-outer-lr", "fast"])
+    assert "expected a number or 'pilots', got 'fast'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(preset="nope"), "unknown study preset 'nope'"),
     (dict(learners=0), "learners must be >= 1"),
