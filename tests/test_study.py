@@ -113,6 +113,7 @@ def test_the_headline_recipe_reaches_the_sst2_long_rows_and_their_runs(tmp_path,
     assert (distill["schedule"], distilled["seq_len"]) == ("linear", 6)
     assert distilled["inner_lr_init"] == pilots["inner_lr_init"]
     assert "outer lr 0.3 (the row's recipe, chosen on dev in docs/ablation)" in views.chosen_on_dev(result)
+    assert "; 2 outer steps, linear outer-lr schedule" in views.chosen_on_dev(result)
 
 
 def test_the_hour_recipe_is_the_default_and_pilots_name_the_way_back(capsys):

@@ -114,6 +114,10 @@ def chosen_on_dev(row: dict) -> str:
                 + f", inner-lr init {_num(grid['inner_lr_init'])}")
         if lr_from:
             text += f" (pilots: {row.get('grid_file')})"
+            # two recipes can share a study (and a row label): name this one's budget and schedule
+            distill = c.get("distill") or {}
+            if distill.get("outer_steps"):
+                text += f"; {distill['outer_steps']:,} outer steps, {distill.get('schedule', 'constant')} outer-lr schedule"
         elif row.get("grid_file") == f"grid/{row.get('key')}.json":
             text += " (the row's own pilots)"
         elif row.get("grid_file") not in (None, f"grid/{row.get('task')}.json"):
