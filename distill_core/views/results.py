@@ -115,9 +115,12 @@ def chosen_on_dev(row: dict) -> str:
         if lr_from:
             text += f" (pilots: {row.get('grid_file')})"
             # two recipes can share a study (and a row label): name this one's budget and schedule
+            # (what the row stored, not a guessed default: the presets differ in schedule)
             distill = c.get("distill") or {}
-            if distill.get("outer_steps"):
-                text += f"; {distill['outer_steps']:,} outer steps, {distill.get('schedule', 'constant')} outer-lr schedule"
+            budget = [f"{distill['outer_steps']:,} outer steps"] if distill.get("outer_steps") else []
+            budget += [f"{distill['schedule']} outer-lr schedule"] if distill.get("schedule") else []
+            if budget:
+                text += "; " + ", ".join(budget)
         elif row.get("grid_file") == f"grid/{row.get('key')}.json":
             text += " (the row's own pilots)"
         elif row.get("grid_file") not in (None, f"grid/{row.get('task')}.json"):
