@@ -176,9 +176,9 @@ class StudyConfig:
     long_outer_steps: int | None = 300  # the T=10 row, on the 1x1 rows' budget: at 150 its real loss was still falling (each of its steps costs about 4 of T=1: 3.7-3.9 against 0.86 CPU s)
     # the "-long" SST-2 HL+AL and SL+AL rows (0/None: none) and their own recipe, chosen on dev in
     # docs/ablation (rows long6000-lr01-linear*: dev 86.4 across 3 seeds, against 85.6 for 4,500 steps at the
-    # pilots' 0.03 and a constant lr, the study's recipe until 2026-12-06): the issue's 60 CPU minutes of
-    # distillation a seed at one thread (0.57-0.60 s a step on an AMD EPYC), plus ~13 of dev checks and 5-9 of
-    # scoring. None each: the task pilots' outer lr, the run preset's schedule, the study's seq_len
+    # pilots' 0.03 and a constant lr, the study's recipe until 2026-12-06): about the issue's 60 CPU minutes of
+    # distillation a seed at one thread (0.57-0.61 s a step on an AMD EPYC: 60-61 minutes in the study, HL+AL
+    # the slower), plus ~13 of dev checks and 5-9 of scoring. None each: the task pilots' outer lr, the run preset's schedule, the study's seq_len
     headline_outer_steps: int | None = 6000
     headline_outer_lr: float | None = 0.1
     headline_schedule: str | None = "linear"
