@@ -31,7 +31,12 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # minutes a seed at 0.57 s a step; long6000-lr01-linear-hl and -seq32 (seeds 0-2): the same with hard labels
 # (HL+AL), and with L = 32 instead of 64, which makes a step cheaper; pool-mean-long-seed1: the 6-layer side
 # of bench/depth_check.sh on a second seed; long7000-lr01-linear-seq32 (seeds 0-1): L = 32 over the 7,000 steps
-# its cheaper step (0.50 s) fits in the same 60 CPU minutes, since over 3 seeds L = 32 and 64 tie on 6,000 steps)
+# its cheaper step (0.50 s) fits in the same 60 CPU minutes, since over 3 seeds L = 32 and 64 tie on 6,000 steps;
+# hour-sent10 and hour-batch64: LONGEST's lr and schedule with sentences of 10 words or more, and with a real
+# batch of 64, each over the steps its dearer step fits in the same 60 CPU minutes (0.83 and 0.88 s a step alone
+# at one thread on an AMD EPYC, against 0.58 for LONGEST: 4,200 and 4,000 steps); hour-lr03: LONGEST at the outer
+# lr 0.3; hour-meta2: two heads and real batches per hypergradient (the unit data-parallel runs split), so half
+# of LONGEST's steps for the same 6,000 hypergradients
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds the only rows on that budget)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -82,6 +87,10 @@ declare -A ROWS=(
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
   [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
   [long7000-lr01-linear-seq32]="${LONGEST//6000/7000} --seq-len 32"    # LONGEST over 7,000 steps
+  [hour-sent10]="--outer-steps 4200 --lr 0.1 --schedule linear --eval-every 420 --budget-draws 4200 --train-min-words 10"
+  [hour-batch64]="--outer-steps 4000 --lr 0.1 --schedule linear --eval-every 400 --budget-draws 4000 --real-batch 64"
+  [hour-lr03]="${LONGEST/--lr 0.1/--lr 0.3}"
+  [hour-meta2]="--outer-steps 3000 --meta-batch 2 --lr 0.1 --schedule linear --eval-every 250 --budget-draws 6000"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -120,7 +129,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long6000-lr01-linear-seed1 long6000-lr01-linear-seed2 pool-mean-long-seed1
        long6000-lr01-linear-hl long6000-lr01-linear-seq32 long6000-lr01-linear-hl-seed1
        long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2
-       long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1)
+       long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1 hour-sent10 hour-batch64
+       hour-lr03 hour-meta2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
