@@ -38,7 +38,7 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # lr 0.3; hour-meta2: two heads and real batches per hypergradient (the unit data-parallel runs split), so half
 # of LONGEST's steps for the same 6,000 hypergradients
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
-# schedule over 6,000 steps, its seeds the only rows on that budget)
+# schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
 MID="--outer-steps 1500 --lr 0.03 --eval-every 375 --budget-draws 1500"
 LONG="--outer-steps 4500 --lr 0.03 --eval-every 375 --budget-draws 4500"
