@@ -3,7 +3,7 @@
 import streamlit as st
 
 from distill_core.errors import UserError
-from distill_core.study import load_summary, time_to_accuracy
+from distill_core.study import cpu_breakdown, load_summary, time_to_accuracy
 from distill_core.views import results as views
 from app_pages._shared import PAGES, export_buttons, show_error, study_dir
 
@@ -26,11 +26,14 @@ except UserError as exc:
     st.stop()
 
 tasks = list(dict.fromkeys(r["task"] for r in rows))
-total = sum(r.get("cpu_seconds", 0) for r in rows)
+cpu = cpu_breakdown(study_dir(), rows)
+total = cpu.pop("total")
 c = st.columns(3)
 c[0].metric("Rows", len(rows))
 c[1].metric("Tasks", ", ".join(tasks))
-c[2].metric("CPU time", f"{total / 3600:.1f} h", help="process CPU time of all rows (all threads), grid pilots apart")
+c[2].metric("CPU time", f"{total.hours:.1f} h", help="process CPU time (all threads) of every row and of the "
+            "learning-rate pilots: " + "; ".join(f"{name} {p.hours:.2f} h ({p.count} {p.unit})"
+                                                 for name, p in cpu.items()))
 st.caption("QNLI and AG News are supported by the code but absent here: only their evaluation splits are "
            "available offline, and distillation needs a train split.")
 

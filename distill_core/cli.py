@@ -629,13 +629,16 @@ def _cmd_inspect(a) -> int:
 def _print_study_report(out: Path, against: Path | None = None) -> int:
     """`study --report [--against DIR]`: the finished rows as the Markdown table beside the paper (and an
     earlier study), and the CPU time."""
-    from .study import cpu_hours, load_summary
+    from .study import cpu_breakdown, load_summary
     from .views.results import markdown_table
 
     previous = load_summary(against / "summary.json") if against is not None else None
-    print(markdown_table(load_summary(out / "summary.json"), previous))
-    rows, grids = cpu_hours(out)
-    print(f"\nCPU time: rows {rows:.2f} h, learning-rate pilots {grids:.2f} h, total {rows + grids:.2f} h")
+    rows = load_summary(out / "summary.json")
+    print(markdown_table(rows, previous))
+    parts = cpu_breakdown(out, rows)
+    total = parts.pop("total")
+    print(f"\nCPU time: {total.hours:.2f} h in all: " + ", ".join(
+        f"{name} {p.hours:.2f} h ({p.count} {p.unit})" for name, p in parts.items()))
     return 0
 
 

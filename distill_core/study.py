@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .errors import UserError
 from .machine import machine_info
@@ -157,11 +157,40 @@ class ReportRequested(Exception):
         self.out, self.against = out, against
 
 
-def cpu_hours(out: Path) -> tuple[float, float]:
-    """(rows, learning-rate pilots) CPU hours of a study directory."""
-    rows = load_summary(Path(out) / "summary.json")
-    grids = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(out) / "grid").glob("*.json")))
-    return sum(r.get("cpu_seconds", 0) for r in rows) / 3600, grids / 3600
+def _distill_seeds(row: dict) -> int | None:
+    """How many distillation seeds a finished row pools; None for a row that distils nothing (a baseline)."""
+    if "seeds" not in row and not row.get("run"):
+        return None
+    per_metric = next(iter((row.get("seeds") or {}).values()), {})
+    return int(per_metric.get("seeds", 1))
+
+
+class CpuPart(NamedTuple):
+    """One part of a study's CPU time: its hours and what they were spent on (`count` `unit`)."""
+    hours: float
+    count: int
+    unit: str
+
+
+def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> dict[str, CpuPart]:
+    """Where a study directory's CPU time went, by part in report order, with the total last.
+
+    Distilled rows are split by their number of seeds, since that count (the issue's "headline rows 3
+    seeds, others at least 1") is what decides the study's budget; then the baselines, and the
+    learning-rate pilots, which no row counts."""
+    rows = load_summary(Path(out) / "summary.json") if rows is None else rows
+    by_seeds: dict[int, list[float]] = {}
+    baselines: list[float] = []
+    for r in rows:
+        seeds = _distill_seeds(r)
+        (baselines if seeds is None else by_seeds.setdefault(seeds, [])).append(r.get("cpu_seconds", 0))
+    grids = [read_json(p).get("cpu_seconds", 0) for p in sorted((Path(out) / "grid").glob("*.json"))]
+    parts = {f"distilled rows with {k} seed{'s' if k != 1 else ''}": CpuPart(sum(v) / 3600, len(v), "rows")
+             for k, v in sorted(by_seeds.items(), reverse=True)}
+    parts["baselines"] = CpuPart(sum(baselines) / 3600, len(baselines), "rows")
+    parts["learning-rate pilots"] = CpuPart(sum(grids) / 3600, len(grids), "grid files")
+    parts["total"] = CpuPart(sum(p.hours for p in parts.values()), len(rows), "rows")
+    return parts
 
 
 @dataclass

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distill_core.errors import UserError
-from distill_core.study import PRESETS, Study, StudyConfig, StudyRow, load_summary, plan, run_study
+from distill_core.study import (PRESETS, Study, StudyConfig, StudyRow, cpu_breakdown, load_summary, plan,
+                                run_study)
 from distill_core.presets import default_of
 from distill_core.views import results as views
 
@@ -358,6 +359,8 @@ def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatc
     at = _results_app()
     table = at.dataframe[0].value
     assert list(table["setting"]) == SMOKE_LABELS
+    cpu = at.metric[2]   # the study's whole CPU time, the pilots' included, as the report states it
+    assert cpu.label == "CPU time" and cpu.value == f"{cpu_breakdown(out)['total'].hours:.1f} h"
     assert list(table["accuracy"])[1] == views.format_score(rows[1]["metrics"]["accuracy"])
     spec = at.get("plotly_chart")[0].proto.spec
     assert "error_y" in spec and "demo: accuracy" in spec
@@ -387,7 +390,20 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
     assert all(line.split()[-1] == "done" for line in listed)
     assert main(["study", "--out", str(out), "--report"]) == 0
     report = capsys.readouterr().out
-    assert report.startswith("| task | setting | accuracy |") and "CPU time: rows" in report
+    assert report.startswith("| task | setting | accuracy |") and "CPU time: " in report
+    # the CPU line splits the rows by distillation seeds and adds the pilots, which no row counts
+    parts = cpu_breakdown(out)
+    seconds = {k: sum(r["cpu_seconds"] for r in rows if r["setting"] in settings) / 3600
+               for k, settings in (("3", {"HL+AL"}), ("1", {"SL"}), ("baselines", {"majority", "random-1-shot",
+                                                                              "random-1-shot-tuned", "full"}))}
+    pilots = sum(json.loads(p.read_text())["cpu_seconds"] for p in (out / "grid").glob("*.json")) / 3600
+    assert StudyConfig().seeds == 3 and StudyConfig().other_seeds == 1
+    assert parts["distilled rows with 3 seeds"] == (pytest.approx(seconds["3"]), 1, "rows")
+    assert parts["distilled rows with 1 seed"] == (pytest.approx(seconds["1"]), 1, "rows")
+    assert parts["baselines"] == (pytest.approx(seconds["baselines"]), 4, "rows")
+    assert parts["learning-rate pilots"] == (pytest.approx(pilots), 1, "grid files") and pilots > 0
+    assert parts["total"].hours == pytest.approx(sum(r["cpu_seconds"] for r in rows) / 3600 + pilots)
+    assert f"CPU time: {parts['total'].hours:.2f} h in all: distilled rows with 3 seeds" in report
     assert main(["study", "--out", str(out), "--report", "--against", str(out)]) == 0   # before/after
     head, _, *lines = [[c.strip() for c in line.strip("|").split("|")]
                        for line in capsys.readouterr().out.split("\n\n")[0].splitlines()]
