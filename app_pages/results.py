@@ -27,13 +27,11 @@ except UserError as exc:
 
 tasks = list(dict.fromkeys(r["task"] for r in rows))
 cpu = cpu_breakdown(study_dir(), rows)
-total = cpu.pop("total")
 c = st.columns(3)
 c[0].metric("Rows", len(rows))
 c[1].metric("Tasks", ", ".join(tasks))
-c[2].metric("CPU time", f"{total.hours:.1f} h", help="process CPU time (all threads) of every row and of the "
-            "learning-rate pilots: " + "; ".join(f"{name} {p.hours:.2f} h ({p.count} {p.unit})"
-                                                 for name, p in cpu.items()))
+c[2].metric("CPU time", f"{cpu.hours:.1f} h", help="process CPU time (all threads) of every row and of the "
+            "learning-rate pilots: " + cpu.describe("; "))
 st.caption("QNLI and AG News are supported by the code but absent here: only their evaluation splits are "
            "available offline, and distillation needs a train split.")
 

@@ -635,10 +635,8 @@ def _print_study_report(out: Path, against: Path | None = None) -> int:
     previous = load_summary(against / "summary.json") if against is not None else None
     rows = load_summary(out / "summary.json")
     print(markdown_table(rows, previous))
-    parts = cpu_breakdown(out, rows)
-    total = parts.pop("total")
-    print(f"\nCPU time: {total.hours:.2f} h in all: " + ", ".join(
-        f"{name} {p.hours:.2f} h ({p.count} {p.unit})" for name, p in parts.items()))
+    cpu = cpu_breakdown(out, rows)
+    print(f"\nCPU time: {cpu.hours:.2f} h in all: {cpu.describe()}")
     return 0
 
 

@@ -172,8 +172,21 @@ class CpuPart(NamedTuple):
     unit: str
 
 
-def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> dict[str, CpuPart]:
-    """Where a study directory's CPU time went, by part in report order, with the total last.
+@dataclass(frozen=True)
+class CpuBreakdown:
+    """Where a study directory's CPU time went, by part in report order."""
+    parts: dict[str, CpuPart]
+
+    @property
+    def hours(self) -> float:
+        return sum(p.hours for p in self.parts.values())
+
+    def describe(self, sep: str = ", ") -> str:
+        return sep.join(f"{name} {p.hours:.2f} h ({p.count} {p.unit})" for name, p in self.parts.items())
+
+
+def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> CpuBreakdown:
+    """The CPU time of a study directory's rows and pilots, by part.
 
     Distilled rows are split by their number of seeds, since that count (the issue's "headline rows 3
     seeds, others at least 1") is what decides the study's budget; then the baselines, and the
@@ -189,8 +202,7 @@ def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> dict[str, CpuPar
              for k, v in sorted(by_seeds.items(), reverse=True)}
     parts["baselines"] = CpuPart(sum(baselines) / 3600, len(baselines), "rows")
     parts["learning-rate pilots"] = CpuPart(sum(grids) / 3600, len(grids), "grid files")
-    parts["total"] = CpuPart(sum(p.hours for p in parts.values()), len(rows), "rows")
-    return parts
+    return CpuBreakdown(parts)
 
 
 @dataclass

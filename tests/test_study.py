@@ -360,7 +360,7 @@ def test_results_page_shows_the_study_and_links_its_runs(smoke_study, monkeypatc
     table = at.dataframe[0].value
     assert list(table["setting"]) == SMOKE_LABELS
     cpu = at.metric[2]   # the study's whole CPU time, the pilots' included, as the report states it
-    assert cpu.label == "CPU time" and cpu.value == f"{cpu_breakdown(out)['total'].hours:.1f} h"
+    assert cpu.label == "CPU time" and cpu.value == f"{cpu_breakdown(out).hours:.1f} h"
     assert list(table["accuracy"])[1] == views.format_score(rows[1]["metrics"]["accuracy"])
     spec = at.get("plotly_chart")[0].proto.spec
     assert "error_y" in spec and "demo: accuracy" in spec
@@ -392,7 +392,8 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
     report = capsys.readouterr().out
     assert report.startswith("| task | setting | accuracy |") and "CPU time: " in report
     # the CPU line splits the rows by distillation seeds and adds the pilots, which no row counts
-    parts = cpu_breakdown(out)
+    cpu = cpu_breakdown(out)
+    parts = cpu.parts
     seconds = {k: sum(r["cpu_seconds"] for r in rows if r["setting"] in settings) / 3600
                for k, settings in (("3", {"HL+AL"}), ("1", {"SL"}), ("baselines", {"majority", "random-1-shot",
                                                                               "random-1-shot-tuned", "full"}))}
@@ -402,8 +403,10 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
     assert parts["distilled rows with 1 seed"] == (pytest.approx(seconds["1"]), 1, "rows")
     assert parts["baselines"] == (pytest.approx(seconds["baselines"]), 4, "rows")
     assert parts["learning-rate pilots"] == (pytest.approx(pilots), 1, "grid files") and pilots > 0
-    assert parts["total"].hours == pytest.approx(sum(r["cpu_seconds"] for r in rows) / 3600 + pilots)
-    assert f"CPU time: {parts['total'].hours:.2f} h in all: distilled rows with 3 seeds" in report
+    assert list(parts) == ["distilled rows with 3 seeds", "distilled rows with 1 seed", "baselines",
+                           "learning-rate pilots"]
+    assert cpu.hours == pytest.approx(sum(r["cpu_seconds"] for r in rows) / 3600 + pilots)
+    assert f"CPU time: {cpu.hours:.2f} h in all: distilled rows with 3 seeds" in report
     assert main(["study", "--out", str(out), "--report", "--against", str(out)]) == 0   # before/after
     head, _, *lines = [[c.strip() for c in line.strip("|").split("|")]
                        for line in capsys.readouterr().out.split("\n\n")[0].splitlines()]
