@@ -23,7 +23,7 @@ from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split,
 from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
 from .presets import BASE, SCHEDULES
-from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
+from .evaluation import (PRECISIONS, EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
                          random_kshot_baseline)
 from .inner import RECOMPUTE_COPIES, HyperResult, hypergradient
 from .parallel import RanksDiverged, World, any_across, check_in_sync, current_world, sum_across
@@ -61,6 +61,7 @@ class DistillConfig:
     eval_every: int = BASE["distill"]["eval_every"]  # 0: only at the start and the end
     eval_learners: int = BASE["distill"]["eval_learners"]
     eval_precision: str = BASE["distill"]["eval_precision"]  # float32 | bfloat16 (autocast of the scoring passes only)
+    real_precision: str = BASE["distill"]["real_precision"]  # float32 | bfloat16: autocast of each outer step's real-batch pass (beyond the paper)
     eval_at_start: bool = BASE["distill"]["eval_at_start"]
     baselines: bool = BASE["distill"]["baselines"]  # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = BASE["distill"]["max_minutes"]  # stop (and keep everything) after this wall-clock budget
@@ -95,6 +96,8 @@ class DistillConfig:
         if self.eval_learners < 1:
             raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
         EvalConfig(precision=self.eval_precision).validate()
+        if self.real_precision not in PRECISIONS:
+            raise UserError(f"real_precision must be one of {', '.join(PRECISIONS)}, got {self.real_precision!r}")
         if self.inner_memory not in ("auto", "store", "recompute"):
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if not 0 <= self.recompute_copies <= 64:
@@ -633,7 +636,7 @@ class Distiller:
             theta0 = learner.fresh_params(gen)
             res = hypergradient(learner, theta0, self.distilled, real,
                                 recompute=None if c.inner_memory == "auto" else c.inner_memory == "recompute",
-                                copies=c.recompute_copies)
+                                copies=c.recompute_copies, real_precision=c.real_precision)
             total = res if total is None else total.plus(res)
         if self.world.distributed:
             total = _sum_over_ranks(total)

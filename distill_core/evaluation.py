@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -64,9 +63,7 @@ def eval_batches(learner: Learner, encoded: EncodedSplit, max_tokens: int = 8192
 
 def scoring_precision(learner: Learner, precision: str = "float32"):
     """A context for scoring forward passes: bf16 autocast when asked (and the learner is float32)."""
-    if precision == "bfloat16" and learner.dtype == torch.float32:
-        return torch.autocast(learner.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return learner.autocast(precision)
 
 
 def compute_metrics(preds: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:

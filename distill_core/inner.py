@@ -181,8 +181,12 @@ RECOMPUTE_COPIES = BASE["distill"]["recompute_copies"]  # parameter copies kept 
 
 def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                   real_batches: list[RealBatch | PackedBatch], recompute: bool | None = None,
-                  copies: int = RECOMPUTE_COPIES) -> HyperResult:
+                  copies: int = RECOMPUTE_COPIES, real_precision: str = "float32") -> HyperResult:
     """Exact dL_out/dD through all T inner steps (see the module docstring).
+
+    real_precision="bfloat16" runs the real-batch pass (L_out and its first-order gradient at theta_T)
+    under bf16 autocast; the synthetic passes, differentiated twice, stay in the learner's dtype. Not
+    exact any more, but close (bench/outer_step.py --real-precision bfloat16 reports the cosine).
 
     recompute=False keeps every inner step's graph (fastest; memory grows with T);
     recompute=True keeps at most `copies` parameter copies (recursive bisection, then
@@ -278,7 +282,8 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
                 kept.append(graph)
             last_losses = _loss_values(loss)
             del loss, graph
-            real_loss, a = real_loss_and_grad(learner, theta, real_batches)
+            with learner.autocast(real_precision):
+                real_loss, a = real_loss_and_grad(learner, theta, real_batches)
             del theta
             for t in reversed(range(T)):
                 reverse_step(t, None, a, kept.pop())
@@ -289,7 +294,8 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
             # Floats only: the loss tensor's graph holds the last step's leaves, i.e. theta_T's memory.
             last_losses = _loss_values(loss)
             del loss
-            real_loss, a = real_loss_and_grad(learner, theta, real_batches)
+            with learner.autocast(real_precision):
+                real_loss, a = real_loss_and_grad(learner, theta, real_batches)
             del theta
 
             def advance(theta: Params, t0: int, t1: int) -> Params:

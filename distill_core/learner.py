@@ -136,6 +136,12 @@ class Learner:
     def word_embeddings(self) -> torch.Tensor:
         return self.pretrained[self.word_embedding_name]
 
+    def autocast(self, precision: str = "float32") -> contextlib.AbstractContextManager:
+        """bf16 autocast on this learner's device when asked and the learner is float32, else a no-op."""
+        if precision == "bfloat16" and self.dtype == torch.float32:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def fingerprint(self) -> dict:
         """What a distilled-data file must match to be used with this learner (shapes, and the model's identity)."""
         return {"model": self.name, "hidden_size": self.hidden_size, "num_layers": self.num_layers,

@@ -149,3 +149,30 @@ def test_an_inner_lr_per_parameter_group_is_learned_saved_and_resumed(tmp_path, 
                            theta0["bert.encoder.layer.0.attention.self.query.weight"])
     with pytest.raises(UserError, match="inner_lr_groups"):
         DistilledConfig(inner_lr_groups="per-head").validate()
+
+
+def test_a_bf16_real_pass_stays_close_to_float32_and_leaves_a_float64_learner_exact(demo_prepared):  # noqa: F811
+    """`real_precision` bfloat16 autocasts the real-batch pass only: the hypergradient moves (the autocast is
+    applied) but keeps its direction, a run steps with it, and a float64 learner (the exactness tests') ignores it."""
+    d = Distiller(demo_config(real_precision="bfloat16", outer_steps=2), prepared=demo_prepared)
+    learner = demo_prepared.learner
+    real = d.batcher.next()
+    theta0 = learner.fresh_params(torch.Generator().manual_seed(0))
+    fp32 = hypergradient(learner, theta0, d.distilled, real)
+    bf16 = hypergradient(learner, theta0, d.distilled, real, real_precision="bfloat16")
+    assert bf16.real_loss == pytest.approx(fp32.real_loss, rel=0.02) and bf16.real_loss != fp32.real_loss
+    for name, want in fp32.grads.items():
+        got = bf16.grads[name]
+        cosine = float(got.flatten() @ want.flatten() / (got.norm() * want.norm()))
+        assert cosine > 0.99, (name, cosine)
+    assert any(not torch.equal(bf16.grads[n], fp32.grads[n]) for n in fp32.grads)
+    d.run_loop()
+    assert d.step == 2 and torch.isfinite(d.distilled.embeds).all()
+
+    learner64, d64, theta64, batch = make_case(1, False)
+    exact = hypergradient(learner64, theta64, d64, [batch])
+    ignored = hypergradient(learner64, theta64, d64, [batch], real_precision="bfloat16")
+    for name, want in exact.grads.items():
+        assert torch.equal(ignored.grads[name], want), name
+    with pytest.raises(UserError, match="real_precision"):
+        demo_config(real_precision="float16").validate()
