@@ -16,7 +16,7 @@ GROUPS = {"1x1": "one step, 1,200 hypergradients",
           "long": "one step, the study's '-long' budget (4,500 hypergradients)",
           "longest": ("one step, the issue's 60 CPU minutes a one-thread run (6,000 hypergradients at L = 64, 7,000 at "
                       "L = 32; a dearer step, fewer: 4,200 with sentences, 4,000 with a real batch of 64; a cheaper one, "
-                      "more: 8,400 with a real batch of 16; meta-batch 2: 3,000 steps)"),
+                      "more: 8,400 with a real batch of 16, 7,000 with the real-batch pass in bf16; meta-batch 2: 3,000 steps)"),
           "long-ms": "3x3 different data at about the '-long' budget's CPU (a T = 3 step costs about 2.4 of T = 1)",
           "ms": "multi-step, 600 outer steps (T=10: 300)",
           "mrpc": "MRPC SL+AL, the GLUE score (mean of accuracy and F1; majority class 74.8)"}
