@@ -6,7 +6,8 @@
 --impl reference times the plain unrolled implementation (bench/reference_step.py) on the
 same data, batches and heads, so before/after numbers come from one machine and one run.
 --autocast bfloat16 times the engine under bf16 autocast and reports the cosine of its
-hypergradient to the float32 one (on one batch), which is why training stays float32.
+hypergradient to the float32 one (on one batch), which is why training stays float32;
+--real-precision bfloat16 (the engine's flag: the real-batch pass alone under bf16) reports the same.
 
 peak_rss_mb counts what glibc's allocator keeps besides live tensors. To measure the peak of live
 memory instead (what torch.cuda.max_memory_allocated counts on a GPU), run with
@@ -25,8 +26,9 @@ import time
 from _common import emit, machine, parse_engine_flags, peak_rss_mb, quiet_distiller
 
 
-def gradient_agreement(d) -> dict:
-    """Cosine between the bf16-autocast and the float32 hypergradient of each part, on one batch and head."""
+def gradient_agreement(d, whole_step: bool) -> dict:
+    """Cosine between a bf16 and the float32 hypergradient of each part, on one batch and head: bf16 autocast
+    over the whole step (whole_step) or over its real-batch pass alone (--real-precision bfloat16)."""
     import torch
 
     from distill_core.inner import hypergradient
@@ -36,8 +38,9 @@ def gradient_agreement(d) -> dict:
     runs = []
     for bf16 in (False, True):
         theta0 = learner.fresh_params(torch.Generator().manual_seed(0))
-        with torch.autocast(learner.device.type, dtype=torch.bfloat16, enabled=bf16):
-            runs.append(hypergradient(learner, theta0, d.distilled, real).grads)
+        with torch.autocast(learner.device.type, dtype=torch.bfloat16, enabled=bf16 and whole_step):
+            runs.append(hypergradient(learner, theta0, d.distilled, real,
+                                      real_precision="bfloat16" if bf16 and not whole_step else "float32").grads)
     out = {}
     for name, ref in runs[0].items():
         a, b = runs[1][name].float().flatten(), ref.float().flatten()
@@ -60,7 +63,8 @@ def main(argv: list[str]) -> None:
     learner = d.prep.learner
     autocast = (torch.autocast(learner.device.type, dtype=torch.bfloat16) if mine.autocast == "bfloat16"
                 else contextlib.nullcontext())
-    agreement = gradient_agreement(d) if mine.autocast == "bfloat16" else None
+    agreement = (gradient_agreement(d, whole_step=mine.autocast == "bfloat16")
+                 if "bfloat16" in (mine.autocast, cfg.distill.real_precision) else None)
     times = []
     losses = []
     for i in range(mine.warmup + cfg.distill.outer_steps):
