@@ -23,8 +23,8 @@ from .data import DataConfig, EncodedSplit, RealBatcher, TaskData, encode_split,
 from .distilled import DistilledConfig, DistilledData
 from .errors import UserError
 from .presets import BASE, SCHEDULES
-from .evaluation import (PRECISIONS, EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
-                         random_kshot_baseline)
+from .evaluation import (EvalConfig, EvaluationStopped, evaluate_distilled, majority_baseline,
+                         random_kshot_baseline, require_precision)
 from .inner import RECOMPUTE_COPIES, HyperResult, hypergradient
 from .parallel import RanksDiverged, World, any_across, check_in_sync, current_world, sum_across
 from .learner import Learner, ModelConfig, learner_from_config
@@ -96,8 +96,7 @@ class DistillConfig:
         if self.eval_learners < 1:
             raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
         EvalConfig(precision=self.eval_precision).validate()
-        if self.real_precision not in PRECISIONS:
-            raise UserError(f"real_precision must be one of {', '.join(PRECISIONS)}, got {self.real_precision!r}")
+        require_precision("real_precision", self.real_precision)
         if self.inner_memory not in ("auto", "store", "recompute"):
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if not 0 <= self.recompute_copies <= 64:
