@@ -39,7 +39,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # of LONGEST's steps for the same 6,000 hypergradients; hour-batch16 (seeds 0-1): a real batch of 16, whose cheaper
 # step (0.48 s against 0.67 for LONGEST, alone at one thread on an AMD EPYC) fits 8,400 steps in the same CPU;
 # hour-bf16real (seeds 0-1): LONGEST with its real-batch pass under bf16 autocast (--real-precision bfloat16, beyond
-# the paper), whose cheaper step (0.48 s against 0.56, alone at one thread on an AMD EPYC) fits 7,000 steps
+# the paper), whose cheaper step (0.48 s against 0.56, alone at one thread on an AMD EPYC) fits 7,000 steps;
+# hour-features and hour-features-w01: LONGEST with feature labels (--feature-labels pooled, beyond the paper: a
+# learned target of each sample's pooled output in the inner loss) at mu 1 and 0.1
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -96,6 +98,8 @@ declare -A ROWS=(
   [hour-meta2]="--outer-steps 3000 --meta-batch 2 --lr 0.1 --schedule linear --eval-every 250 --budget-draws 6000"
   [hour-batch16]="--outer-steps 8400 --lr 0.1 --schedule linear --eval-every 700 --budget-draws 8400 --real-batch 16"
   [hour-bf16real]="--outer-steps 7000 --lr 0.1 --schedule linear --eval-every 500 --budget-draws 7000 --real-precision bfloat16"
+  [hour-features]="$LONGEST --feature-labels pooled"
+  [hour-features-w01]="$LONGEST --feature-labels pooled --feature-weight 0.1"
   [long-lr-layer]="$LONG --inner-lr-groups layer"
   [batch128]="$ONE --real-batch 128"
   [sent10]="$ONE --train-min-words 10"
@@ -135,7 +139,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long6000-lr01-linear-hl long6000-lr01-linear-seq32 long6000-lr01-linear-hl-seed1
        long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2
        long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1 hour-sent10 hour-batch64
-       hour-lr03 hour-meta2 hour-batch16 hour-batch16-seed1 hour-bf16real hour-bf16real-seed1)
+       hour-lr03 hour-meta2 hour-batch16 hour-batch16-seed1 hour-bf16real hour-bf16real-seed1
+       hour-features hour-features-w01)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)

@@ -24,7 +24,8 @@ def reference_hypergradient(learner, distilled, encoded_train, indices, head_gen
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     lrs = F.softplus(distilled.lr_raw)
     for t in range(cfg.inner_steps):
-        loss = inner_loss(learner, params, distilled.step_batch(t), cfg.attention_labels, cfg.attention_loss_weight)
+        loss = inner_loss(learner, params, distilled.step_batch(t), cfg.attention_labels, cfg.attention_loss_weight,
+                          feature_weight=cfg.feature_loss_weight)
         keys = list(params)
         gs = torch.autograd.grad(loss.total, [params[k] for k in keys], create_graph=True, allow_unused=True)
         params = {k: params[k] - lrs[t] * (torch.zeros_like(params[k]) if g is None else g) for k, g in zip(keys, gs)}

@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--attention-init", "distilled", "attention_init", "attention labels start random N(0,1) (the "
              "paper) or at the pre-trained model's own attention on the initial sample (beyond the paper)",
              choices=["random", "model"])
+    _setting(g, "--feature-labels", "distilled", "feature_labels", "pooled: each sample also learns a target for "
+             "the pooled output the head reads (starting at the model's own), and the inner loss adds mu times its "
+             "squared distance; it shares the labels' outer lr (beyond the paper); none: the paper",
+             choices=["none", "pooled"])
+    _setting(g, "--feature-weight", "distilled", "feature_loss_weight", "mu of the feature labels' loss", type=float)
     g = p.add_argument_group("outer loop")
     _setting(g, "--outer-steps", "distill", "outer_steps", type=int)
     _setting(g, "--optimizer", "distill", "optimizer", choices=["adam", "adamw"])

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 LABEL_TYPES = ("hard", "soft", "unrestricted")
 INIT_KINDS = ("random", "real", "real-fill")
 ATTENTION_INITS = ("random", "model")
+FEATURE_LABELS = ("none", "pooled")
 LR_GROUPS = ("one", "head", "layer")
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
@@ -96,6 +97,12 @@ class DistilledConfig:
     # examples of the class laid end to end until the L positions are full, so no position starts as padding)
     init: str = BASE["distilled"]["init"]
     attention_init: str = BASE["distilled"]["attention_init"]  # random N(0,1) (as the paper) | model (the pre-trained model's own attention)
+    # none (the paper) | pooled: each sample also holds a learned target for what the head reads (the pooled
+    # output), and the inner loss adds feature_loss_weight * its squared distance (beyond the paper). The task
+    # loss moves the encoder in a direction set by each learner's random head, the attention labels move where
+    # [CLS] looks; a pooled-output target moves what it reads, the same for every head.
+    feature_labels: str = BASE["distilled"]["feature_labels"]
+    feature_loss_weight: float = BASE["distilled"]["feature_loss_weight"]
 
     def __post_init__(self) -> None:
         if self.inner_lr_max in (0, 0.0):   # the CLI's and the form's way of saying "unbounded"
@@ -144,6 +151,10 @@ class DistilledConfig:
                             f"got {self.inner_lr_max!r}")
         if self.attention_loss_weight < 0:
             raise UserError(f"attention_loss_weight must be >= 0, got {self.attention_loss_weight}")
+        if self.feature_labels not in FEATURE_LABELS:
+            raise UserError(f"feature_labels must be one of {', '.join(FEATURE_LABELS)}, got {self.feature_labels!r}")
+        if self.feature_loss_weight < 0:
+            raise UserError(f"feature_loss_weight must be >= 0, got {self.feature_loss_weight}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistilledConfig":
@@ -158,6 +169,7 @@ class StepBatch:
     embeds: torch.Tensor                    # (B, L, D)
     targets: torch.Tensor                   # (B, C) float targets or (B,) class ids
     attention_logits: torch.Tensor | None   # (B, K, H, L) or (B, K, H, L, L)
+    feature_targets: torch.Tensor | None = None   # (B, D) targets of the pooled output (feature_labels "pooled")
 
 
 class DistilledData:
@@ -167,6 +179,7 @@ class DistilledData:
       embeds            (N, L, D)  inputs_embeds of each sample
       label_values      (N, C)     one-hot at init; soft -> softmax, unrestricted -> raw
       attention_logits  (N, K, H, L) ("cls") or (N, K, H, L, L) ("all"); softmax = target attention
+      feature_targets   (N, D) with feature_labels "pooled": the target of each sample's pooled output
       lr_raw            (T,)       softplus(lr_raw[t]) (or inner_lr_max * sigmoid) is step t's inner lr;
                         (T, G) with G parameter groups (inner_lr_groups head or layer): [t, g] is group g's
     """
@@ -196,6 +209,9 @@ class DistilledData:
             self.attention_logits = randn(n, num_layers, num_heads, L, L)
         else:
             self.attention_logits = None
+        # zeros until the distiller sets them to the model's own pooled output (a loss of zero at the start)
+        self.feature_targets = (torch.zeros(n, hidden_size, device=device, dtype=dtype)
+                                if config.feature_labels == "pooled" else None)
         self.lr_raw = torch.full(lr_shape(config, num_layers), lr_to_raw(config.step_lr_init, config.step_lr_max),
                                  device=device, dtype=dtype)
         for t in self.learnable().values():
@@ -225,6 +241,8 @@ class DistilledData:
             out["labels"] = self.label_values
         if self.attention_logits is not None:
             out["attention"] = self.attention_logits
+        if self.feature_targets is not None:
+            out["features"] = self.feature_targets
         out["lr"] = self.lr_raw
         return out
 
@@ -258,13 +276,15 @@ class DistilledData:
         rows = self.step_rows(t)
         idx = torch.as_tensor(rows, device=self.embeds.device)
         targets = self.label_targets()
-        attn = self.attention_logits
-        batch = StepBatch(self.embeds.index_select(0, idx), targets.index_select(0, idx),
-                          None if attn is None else attn.index_select(0, idx))
-        if detach:
-            batch = StepBatch(batch.embeds.detach(), batch.targets.detach(),
-                              None if batch.attention_logits is None else batch.attention_logits.detach())
-        return batch
+
+        def rows_of(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            t = t.index_select(0, idx)
+            return t.detach() if detach else t
+
+        return StepBatch(rows_of(self.embeds), rows_of(targets), rows_of(self.attention_logits),
+                         rows_of(self.feature_targets))
 
     def attention_distributions(self) -> torch.Tensor | None:
         """softmax of the attention labels: (N, K, H, L) or (N, K, H, L, L)."""
@@ -292,11 +312,20 @@ class DistilledData:
         probs = attention[..., 0, :] if self.config.attention_labels == "cls" else attention
         self.attention_logits.copy_(probs.clamp_min(1e-8).log().to(self.attention_logits.dtype))
 
+    @torch.no_grad()
+    def init_features_from(self, pooled: torch.Tensor) -> None:
+        """Set the feature targets to `pooled` (N, D), e.g. the pre-trained model's own pooled output on each
+        sample: the feature loss then starts at zero, so the run starts as one without feature labels."""
+        if self.feature_targets is not None:
+            self.feature_targets.copy_(pooled.to(self.feature_targets.dtype))
+
     # --- persistence -------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"embeds": self.embeds, "label_values": self.label_values, "lr_raw": self.lr_raw}
         if self.attention_logits is not None:
             out["attention_logits"] = self.attention_logits
+        if self.feature_targets is not None:
+            out["feature_targets"] = self.feature_targets
         return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
     def metadata(self) -> dict[str, str]:
@@ -353,6 +382,8 @@ class DistilledData:
             obj.lr_raw.copy_(tensors["lr_raw"])
             if obj.attention_logits is not None:
                 obj.attention_logits.copy_(tensors["attention_logits"])
+            if obj.feature_targets is not None:
+                obj.feature_targets.copy_(tensors["feature_targets"])
         for name, t in obj.learnable().items():
             if not torch.isfinite(t).all():
                 raise UserError(f"{p}: tensor {name!r} holds NaN or inf")
@@ -366,6 +397,8 @@ class DistilledData:
         other.label_values = self.label_values.detach().clone().requires_grad_(self.config.label_type != "hard")
         other.attention_logits = None if self.attention_logits is None else \
             self.attention_logits.detach().clone().requires_grad_(True)
+        other.feature_targets = None if self.feature_targets is None else \
+            self.feature_targets.detach().clone().requires_grad_(True)
         other.lr_raw = self.lr_raw.detach().clone().requires_grad_(True)
         return other
 
@@ -392,6 +425,8 @@ def expected_shapes(config: "DistilledConfig", num_labels: int, hidden: int, lay
         out["attention_logits"] = (n, layers, heads, L)
     elif config.attention_labels == "all":
         out["attention_logits"] = (n, layers, heads, L, L)
+    if config.feature_labels == "pooled":
+        out["feature_targets"] = (n, hidden)
     return out
 
 

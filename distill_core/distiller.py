@@ -258,6 +258,11 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
         with torch.no_grad():  # attention does not depend on the head, so any head gives the same maps
             out = learner.forward(theta0, inputs_embeds=d.embeds.detach(), output_attentions=True, eager=True)
         d.init_attention_from(torch.stack(out.attentions, dim=1))
+    if d.feature_targets is not None:
+        theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
+        with torch.no_grad():  # the pooled output does not depend on the head either
+            pooled = learner.synthetic_forward(theta0, d.embeds.detach(), pooled=True)[2]
+        d.init_features_from(pooled)
     return d
 
 
@@ -344,7 +349,9 @@ class Distiller:
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config.distill
-        lr_of = {"embeds": c.lr_embeds, "labels": c.lr_labels, "attention": c.lr_attention, "lr": c.lr_inner_lr}
+        # feature targets are labels of the pooled output: they share the labels' outer lr
+        lr_of = {"embeds": c.lr_embeds, "labels": c.lr_labels, "attention": c.lr_attention, "lr": c.lr_inner_lr,
+                 "features": c.lr_labels}
         groups = [{"params": [t], "lr": lr_of[name], "name": name} for name, t in self.distilled.learnable().items()]
         kind = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
         return kind(groups, weight_decay=c.weight_decay)

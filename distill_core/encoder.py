@@ -156,8 +156,8 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
                     token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None, cls_index: torch.Tensor | None = None,
                     attention: str = "none", eager: bool = False, fold_slot: FoldSlot | None = None,
-                    attention_log: bool = False):
-    """Logits (B, C) and the attention the losses read.
+                    attention_log: bool = False, with_pooled: bool = False):
+    """Logits (B, C) and the attention the losses read (and, with_pooled, the pooled output (B, D) third).
 
     mask: (R, 1, S, S) or (R, 1, 1, S) bool, True = may attend (None: all tokens).
     cls_index: flat [CLS] positions of packed rows (None: position 0 of each row).
@@ -199,7 +199,8 @@ def bert_classifier(spec: EncoderSpec, params: dict, *, inputs_embeds: torch.Ten
             cls = h[:, 0]
         pooled = torch.tanh(_linear(cls, params, pre + "pooler.dense", fold_slot))
     logits = _linear(pooled, params, "classifier", fold_slot)
-    if not rows:
-        return logits, None
-    log_rows = torch.stack(rows, dim=1)
-    return logits, (log_rows if attention_log else log_rows.exp())
+    out_rows = None
+    if rows:
+        log_rows = torch.stack(rows, dim=1)
+        out_rows = log_rows if attention_log else log_rows.exp()
+    return (logits, out_rows, pooled) if with_pooled else (logits, out_rows)

@@ -40,19 +40,29 @@ class InnerLoss:
     total: torch.Tensor
     task: torch.Tensor
     attention: torch.Tensor | None
+    features: torch.Tensor | None = None
 
 
 def inner_loss(learner: Learner, params: Params, batch: StepBatch, attention_mode: str,
-               attention_weight: float, fold_slot: FoldSlot | None = None) -> InnerLoss:
-    """L_task + lambda * L_attn of the learner with `params` on one synthetic batch."""
+               attention_weight: float, fold_slot: FoldSlot | None = None,
+               feature_weight: float = BASE["distilled"]["feature_loss_weight"]) -> InnerLoss:
+    """L_task + lambda * L_attn (+ mu * L_feat with feature labels) of the learner with `params` on one
+    synthetic batch. L_feat: the squared distance of each sample's pooled output to its target, summed over
+    the hidden size and averaged over samples (beyond the paper)."""
     want_attn = batch.attention_logits is not None and attention_mode != "none"
-    logits, rows = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none",
-                                             fold_slot, log=True)
+    want_feat = batch.feature_targets is not None
+    out = learner.synthetic_forward(params, batch.embeds, attention_mode if want_attn else "none",
+                                    fold_slot, log=True, pooled=want_feat)
+    logits, rows = out[0], out[1]
     task = soft_cross_entropy(logits, batch.targets)
-    if not want_attn:
-        return InnerLoss(task, task, None)
-    attn = attention_kl_rows(batch.attention_logits, rows, attention_mode, log_actual=True).mean()
-    return InnerLoss(task + attention_weight * attn, task, attn)
+    total, attn, feat = task, None, None
+    if want_attn:
+        attn = attention_kl_rows(batch.attention_logits, rows, attention_mode, log_actual=True).mean()
+        total = total + attention_weight * attn
+    if want_feat:
+        feat = (out[2] - batch.feature_targets).pow(2).sum(-1).mean()
+        total = total + feature_weight * feat
+    return InnerLoss(total, task, attn, feat)
 
 
 def _grads(loss: torch.Tensor, params: Params, create_graph: bool = False) -> Params:
@@ -118,7 +128,7 @@ def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Par
         for t in range(cfg.inner_steps):
             p = _leaf(theta)
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
-                              cfg.attention_loss_weight)
+                              cfg.attention_loss_weight, feature_weight=cfg.feature_loss_weight)
             theta = _sgd_step(p, _grads(loss.total, p), lrs[t], parts=parts)   # the distiller's inner update too
     return theta
 
@@ -201,7 +211,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
     recompute = T > STORE_LIMIT if recompute is None else recompute
     learnable = distilled.learnable()
     names = list(learnable)
-    mode, lam = cfg.attention_labels, cfg.attention_loss_weight
+    mode, lam, mu = cfg.attention_labels, cfg.attention_loss_weight, cfg.feature_loss_weight
     lrs = distilled.inner_lrs().detach()
     parts = _lr_parts(distilled, theta0)   # None: one lr per step (the paper)
     grads = {name: torch.zeros_like(t) for name, t in learnable.items()}
@@ -215,7 +225,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         """theta_{t+1}; in_place overwrites `theta` (only for a copy nobody else holds)."""
         p = _leaf(theta)
         slot = fold_slot(t) if keep_graph else None
-        loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam, slot)
+        loss = inner_loss(learner, p, distilled.step_batch(t, detach=not keep_graph), mode, lam, slot, mu)
         g = _grads(loss.total, p, create_graph=keep_graph)
         if in_place:
             return _sgd_step(theta, g, lrs[t], in_place=True, parts=parts), None, loss
@@ -228,7 +238,7 @@ def hypergradient(learner: Learner, theta0: Params, distilled: DistilledData,
         else:
             p = _leaf(theta_t)
             slot = fold_slot(t)
-            g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam, slot).total, p, create_graph=True)
+            g = _grads(inner_loss(learner, p, distilled.step_batch(t), mode, lam, slot, mu).total, p, create_graph=True)
         keys = list(p)
         lr_raw = distilled.lr_raw
         # d/d lr_raw[t] of -eta_t * <a, G_t>: a scalar (one per group), so the eta path needs no

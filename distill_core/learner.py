@@ -230,8 +230,9 @@ class Learner:
                             token_type_ids=batch.token_type_ids, eager=False).logits
 
     def synthetic_forward(self, params: Params, embeds: torch.Tensor, attention: str = "none",
-                          fold_slot=None, log: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits of a synthetic batch and the attention its labels are compared with.
+                          fold_slot=None, log: bool = False, pooled: bool = False) -> tuple:
+        """Logits of a synthetic batch and the attention its labels are compared with (and, with pooled=True,
+        the pooled output (B, D) the head reads, third: the engine's encoder only).
 
         Eager attention throughout (the inner loop differentiates this pass twice). attention:
         "none"; "cls": [CLS] query rows (B, K, H, L); "all": every row (B, K, H, L, L).
@@ -241,7 +242,10 @@ class Learner:
         """
         if self.encoder_spec is not None:
             return bert_classifier(self.encoder_spec, params, inputs_embeds=embeds, attention=attention, eager=True,
-                                   fold_slot=fold_slot, attention_log=log)
+                                   fold_slot=fold_slot, attention_log=log, with_pooled=pooled)
+        if pooled:
+            raise UserError(f"feature labels need a plain BERT classifier (absolute positions, exact GELU, a "
+                            f"pooler and a linear head); {self.name!r} is not one: use feature_labels 'none'")
         out = self.forward(params, inputs_embeds=embeds, output_attentions=attention != "none", eager=True)
         if attention == "none":
             return out.logits, None

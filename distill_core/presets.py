@@ -37,7 +37,8 @@ BASE: dict[str, dict[str, Any]] = {
     "model": {"name": "bundled:all-MiniLM-L6-v2", "device": "auto", "dtype": "float32", "pooling": "cls"},
     "distilled": {"seq_len": 64, "samples_per_class": 1, "inner_steps": 1, "different_data_per_step": False,
                   "label_type": "soft", "attention_labels": "cls", "attention_loss_weight": 1.0,
-                  "inner_lr_init": 0.1, "inner_lr_max": None, "split_inner_lr": False, "inner_lr_groups": "one", "init": "random", "attention_init": "random"},
+                  "inner_lr_init": 0.1, "inner_lr_max": None, "split_inner_lr": False, "inner_lr_groups": "one", "init": "random", "attention_init": "random",
+                  "feature_labels": "none", "feature_loss_weight": 1.0},
     "distill": {"outer_steps": 300, "optimizer": "adam", "lr_embeds": 1e-2, "lr_labels": 1e-2,
                 "lr_attention": 1e-2, "lr_inner_lr": 1e-2, "meta_batch": 1, "average": 0.0, "weight_decay": 0.0, "warmup_ratio": 0.1,
                 "schedule": "linear", "grad_clip": 1.0, "eval_every": 50, "eval_learners": 10,
@@ -52,7 +53,8 @@ _CHANGES: dict[str, dict[str, dict[str, Any]]] = {
                           "split_inner_lr": True},
             "distill": {"outer_steps": 300, "schedule": "constant", "average": 0.99, "eval_every": 25,
                         "eval_learners": 4}},
-    "paper": {"distilled": {"seq_len": 512, "inner_lr_init": 1e-2, "init": "random", "attention_init": "random"},
+    "paper": {"distilled": {"seq_len": 512, "inner_lr_init": 1e-2, "init": "random", "attention_init": "random",
+                  "feature_labels": "none", "feature_loss_weight": 1.0},
               "distill": {"outer_steps": 63_135, "schedule": "linear", "eval_every": 2_000, "eval_learners": 100}},
 }
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from distill_core.data import RealBatch
 from distill_core.distilled import DistilledConfig, DistilledData
@@ -17,12 +18,12 @@ from conftest import tiny_learner
 
 
 def make_case(T: int, different: bool, label_type: str = "soft", attention: str = "cls", seed: int = 0,
-              lr_groups: str = "one", pooling: str = "cls"):
+              lr_groups: str = "one", pooling: str = "cls", feature_labels: str = "none"):
     learner = tiny_learner(seed=seed, pooling=pooling)
     spc = T if different else 1  # T=5 different data: recursion segments of uneven length
     cfg = DistilledConfig(seq_len=6, samples_per_class=spc, inner_steps=T, different_data_per_step=different,
                           label_type=label_type, attention_labels=attention, inner_lr_init=0.3,
-                          inner_lr_groups=lr_groups)
+                          inner_lr_groups=lr_groups, feature_labels=feature_labels, feature_loss_weight=0.7)
     g = torch.Generator().manual_seed(seed + 1)
     d = DistilledData(cfg, 2, learner.hidden_size, learner.num_layers, learner.num_heads,
                       dtype=torch.float64, generator=g)
@@ -30,6 +31,8 @@ def make_case(T: int, different: bool, label_type: str = "soft", attention: str 
         d.label_values.add_(0.3 * torch.randn(d.label_values.shape, generator=g, dtype=torch.float64))
         if lr_groups != "one":   # groups (and steps) with lrs of their own, so a mixed-up group shows
             d.lr_raw.add_(0.5 * torch.randn(d.lr_raw.shape, generator=g, dtype=torch.float64))
+        if d.feature_targets is not None:
+            d.feature_targets.add_(0.5 * torch.randn(d.feature_targets.shape, generator=g, dtype=torch.float64))
     theta0 = learner.fresh_params(torch.Generator().manual_seed(seed + 2))
     ids = torch.randint(1, 40, (5, 7), generator=g)
     mask = torch.ones_like(ids)
@@ -45,26 +48,40 @@ def hugging_face_pass(learner, params, **inputs):
     return out.logits, out.attentions
 
 
+def hugging_face_pooled_pass(learner, params, **inputs):
+    """(logits, attentions, pooled output) from Hugging Face's encoder and pooler, then the linear head."""
+    encoder = {k[5:]: v for k, v in params.items() if k.startswith("bert.")}
+    with learner.attention_implementation("eager"):
+        out = functional_call(learner.module.bert, encoder, args=(),
+                              kwargs={**inputs, "output_attentions": True, "return_dict": True}, strict=False)
+    logits = F.linear(out.pooler_output, params["classifier.weight"], params["classifier.bias"])
+    return logits, out.attentions, out.pooler_output
+
+
 def unrolled_loss(learner, d: DistilledData, theta0, batch: RealBatch, forward=hugging_face_pass) -> torch.Tensor:
     """The plain reference: keep every graph (create_graph=True) and backprop once, eager everywhere.
-    forward(learner, params, **inputs) -> (logits, attentions) is the classifier's pass."""
+    forward(learner, params, **inputs) -> (logits, attentions[, pooled]) is the classifier's pass (the pooled
+    output is read only with feature labels)."""
     cfg = d.config
     params = {k: v.detach().requires_grad_(True) for k, v in theta0.items()}
     lrs = F.softplus(d.lr_raw)
     group = d.lr_group_index(params)
     for t in range(cfg.inner_steps):
         b = d.step_batch(t)
-        logits, attentions = forward(learner, params, inputs_embeds=b.embeds)
+        out = forward(learner, params, inputs_embeds=b.embeds)
+        logits, attentions = out[0], out[1]
         loss = soft_cross_entropy(logits, b.targets)
         if cfg.attention_labels != "none":
             loss = loss + cfg.attention_loss_weight * attention_kl(b.attention_logits, attentions,
                                                                    cfg.attention_labels)
+        if b.feature_targets is not None:
+            loss = loss + cfg.feature_loss_weight * ((out[2] - b.feature_targets) ** 2).sum(-1).mean()
         keys = list(params)
         gs = torch.autograd.grad(loss, [params[k] for k in keys], create_graph=True, allow_unused=True)
         lr = (lambda k: lrs[t]) if group is None else (lambda k: lrs[t, group[k]])   # noqa: E731
         params = {k: params[k] - lr(k) * (0 if g is None else g) for k, g in zip(keys, gs)}
-    logits, _ = forward(learner, params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        token_type_ids=batch.token_type_ids)
+    logits = forward(learner, params, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     token_type_ids=batch.token_type_ids)[0]
     return soft_cross_entropy(logits, batch.labels)
 
 
@@ -176,6 +193,27 @@ def test_hypergradient_matches_finite_differences(T, different, recompute):
     learner, d, theta0, batch = make_case(T, different, seed=3)
     res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
     assert_matches_finite_differences(res, d, lambda: float(unrolled_loss(learner, d, theta0, batch).detach()))
+
+
+@pytest.mark.parametrize("T,different,recompute", [(1, False, False), (3, True, False), (3, True, True)])
+def test_feature_labels_keep_the_hypergradient_exact(T, different, recompute):
+    """Beyond the paper: a learned target of each sample's pooled output, mu * its squared distance in the
+    inner loss; the reference reads the pooled output from Hugging Face's own pooler."""
+    learner, d, theta0, batch = make_case(T, different, seed=4, feature_labels="pooled")
+    res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
+    assert set(res.grads) == {"embeds", "labels", "attention", "features", "lr"}
+    names = list(d.learnable())
+    ref_loss = unrolled_loss(learner, d, theta0, batch, forward=hugging_face_pooled_pass)
+    assert res.real_loss == pytest.approx(float(ref_loss.detach()), rel=1e-10)
+    ref = torch.autograd.grad(ref_loss, [d.learnable()[n] for n in names])
+    for n, r in zip(names, ref):
+        assert r.abs().max() > 0, n
+        torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+    # the feature term is in the loss: without it the embeddings' gradient is another one
+    plain = DistilledData.__new__(DistilledData)
+    plain.__dict__.update(d.__dict__)
+    plain.feature_targets = None
+    assert not torch.allclose(hypergradient(learner, theta0, plain, [batch]).grads["embeds"], res.grads["embeds"])
 
 
 @pytest.mark.parametrize("label_type", ["hard", "unrestricted"])

@@ -176,3 +176,36 @@ def test_a_bf16_real_pass_stays_close_to_float32_and_leaves_a_float64_learner_ex
         assert torch.equal(ignored.grads[name], want), name
     with pytest.raises(UserError, match="real_precision"):
         demo_config(real_precision="float16").validate()
+
+
+def test_feature_labels_start_at_the_models_pooled_output_learn_save_and_steer_evaluation(tmp_path, demo_prepared):  # noqa: F811
+    """`feature_labels` pooled (beyond the paper): the targets start at the model's own pooled output (a
+    feature loss of zero, so a run starts as one without them), the outer loop moves them, the file keeps
+    them, and the learners of evaluation are fine-tuned toward them."""
+    from dataclasses import replace
+
+    from distill_core.inner import fine_tune, inner_loss
+
+    cfg = demo_config(outer_steps=3)
+    cfg.distilled = replace(cfg.distilled, feature_labels="pooled")
+    run = Distiller(cfg, run_dir=tmp_path / "a", prepared=demo_prepared)
+    learner = demo_prepared.learner
+    start = run.distilled.feature_targets.detach().clone()
+    assert start.shape == (2, learner.hidden_size) and start.abs().max() > 0.01
+    theta0 = learner.fresh_params(torch.Generator().manual_seed(5))
+    at_start = inner_loss(learner, theta0, run.distilled.step_batch(0, detach=True), "cls", 1.0, feature_weight=1.0)
+    assert float(at_start.features) < 1e-9
+    run.run_loop()
+    moved = run.distilled.feature_targets.detach()
+    assert not torch.allclose(moved, start)
+    saved = DistilledData.load(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    torch.testing.assert_close(saved.feature_targets, moved)
+    tuned = fine_tune(learner, theta0, saved)
+    with torch.no_grad():
+        saved.feature_targets.add_(0.5)
+    assert not torch.equal(fine_tune(learner, theta0, saved)["bert.pooler.dense.weight"],
+                           tuned["bert.pooler.dense.weight"])
+    with pytest.raises(UserError, match="feature_labels"):
+        DistilledConfig(feature_labels="hidden").validate()
+    with pytest.raises(UserError, match="feature_loss_weight"):
+        DistilledConfig(feature_labels="pooled", feature_loss_weight=-1.0).validate()

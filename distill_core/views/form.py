@@ -110,6 +110,12 @@ FIELDS: tuple[Field, ...] = (
     Field("attention_init", "Attention-label initialisation", "Distilled data", "choice",
           "model: the pre-trained model's own attention on the initial sample (beyond the paper); "
           "random: normal (the paper)", options=("model", "random")),
+    Field("feature_labels", "Feature labels", "Distilled data", "choice",
+          "pooled: each sample also learns a target for the pooled output the head reads, starting at the model's "
+          "own, and the inner loss adds its squared distance (beyond the paper); none: the paper",
+          options=("none", "pooled")),
+    Field("feature_loss_weight", "Feature loss weight (mu)", "Distilled data", "float",
+          "weight of the feature labels' squared distance in the inner loss", min=0.0),
     Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int"),
     Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", options=("adam", "adamw")),
     Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float"),
