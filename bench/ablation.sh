@@ -41,7 +41,8 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # hour-bf16real (seeds 0-1): LONGEST with its real-batch pass under bf16 autocast (--real-precision bfloat16, beyond
 # the paper), whose cheaper step (0.48 s against 0.56, alone at one thread on an AMD EPYC) fits 7,000 steps;
 # hour-features and hour-features-w01: LONGEST with feature labels (--feature-labels pooled, beyond the paper: a
-# learned target of each sample's pooled output in the inner loss) at mu 1 and 0.1
+# learned target of each sample's pooled output in the inner loss) at mu 1 and 0.1 (mu 1 sat at the majority
+# class by step 500 and was stopped there, so it is not in ORDER)
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -140,7 +141,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        long6000-lr01-linear-seq32-seed1 long6000-lr01-linear-hl-seed2 long6000-lr01-linear-seq32-seed2
        long7000-lr01-linear-seq32 long7000-lr01-linear-seq32-seed1 hour-sent10 hour-batch64
        hour-lr03 hour-meta2 hour-batch16 hour-batch16-seed1 hour-bf16real hour-bf16real-seed1
-       hour-features hour-features-w01)
+       hour-features-w01 hour-features-w01-seed1 hour-features-w01-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
