@@ -277,11 +277,11 @@ class DistilledData:
         idx = torch.as_tensor(rows, device=self.embeds.device)
         targets = self.label_targets()
 
-        def rows_of(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
+        def rows_of(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None:
                 return None
-            t = t.index_select(0, idx)
-            return t.detach() if detach else t
+            x = x.index_select(0, idx)
+            return x.detach() if detach else x
 
         return StepBatch(rows_of(self.embeds), rows_of(targets), rows_of(self.attention_logits),
                          rows_of(self.feature_targets))

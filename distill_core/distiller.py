@@ -253,16 +253,14 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
         pad = learner.tokenizer.pad_token_id or 0
         d.init_from_token_ids(ids, learner.word_embeddings(), pad)
         d.meta["init_examples"] = firsts
-    if config.distilled.attention_init == "model" and d.attention_logits is not None:
-        theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
-        with torch.no_grad():  # attention does not depend on the head, so any head gives the same maps
+    # neither the attention maps nor the pooled output depend on the head, so any head gives the same start
+    theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
+    with torch.no_grad():
+        if config.distilled.attention_init == "model" and d.attention_logits is not None:
             out = learner.forward(theta0, inputs_embeds=d.embeds.detach(), output_attentions=True, eager=True)
-        d.init_attention_from(torch.stack(out.attentions, dim=1))
-    if d.feature_targets is not None:
-        theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
-        with torch.no_grad():  # the pooled output does not depend on the head either
-            pooled = learner.synthetic_forward(theta0, d.embeds.detach(), pooled=True)[2]
-        d.init_features_from(pooled)
+            d.init_attention_from(torch.stack(out.attentions, dim=1))
+        if d.feature_targets is not None:
+            d.init_features_from(learner.synthetic_forward(theta0, d.embeds.detach(), pooled=True)[2])
     return d
 
 
