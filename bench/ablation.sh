@@ -4,6 +4,7 @@
 # the whole dev split (10 learners) and reported on the validation split (20 learners).
 #   bash bench/ablation.sh [names...]       # rows already in docs/ablation/ are skipped: a re-run resumes
 #   LANES=2 bash bench/ablation.sh          # two rows at a time, one thread each (2 cores, no contention)
+#   RUNS=runs/ablation bash bench/ablation.sh ROW   # also keep each row's run (checkpoints) to score it again
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -168,6 +169,7 @@ run_row() {
   echo "$(date -u +%H:%M:%S) start $name: $flags"
   # shellcheck disable=SC2086
   python bench/time_to_accuracy.py "${COMMON[@]}" $flags --out "$OUT/$name.json" \
+    ${RUNS:+--run-dir "$RUNS/$name"} \
     > "/tmp/ablation-$name.log" 2>&1 &
   echo $! > "$OUT/.claims/$name/pid"
   wait $! || echo "FAILED $name (see /tmp/ablation-$name.log)"

@@ -28,6 +28,9 @@ def main(argv: list[str]) -> None:
         p.add_argument("--budget-draws", type=int, default=None, help="stop at outer steps x meta-batch >= N")
         p.add_argument("--dev-learners", type=int, default=10)
         p.add_argument("--out", default=None, help="also write the JSON record to this file (atomically)")
+        p.add_argument("--run-dir", default=None,
+                       help="also keep the run (config, checkpoints at each periodic evaluation) in this directory, "
+                            "so `distill_core evaluate` can score it again with more learners")
 
     mine, args, cfg = parse_engine_flags(argv, extra)
     import torch
@@ -39,7 +42,7 @@ def main(argv: list[str]) -> None:
     from distill_core.evaluation import EvalConfig, evaluate_distilled
 
     cfg.distill.baselines = False
-    d = Distiller(cfg)
+    d = Distiller(cfg, run_dir=mine.run_dir)
     curve, step_seconds = [], []
     eval_seconds = 0.0
     train_seconds = 0.0
