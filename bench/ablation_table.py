@@ -16,7 +16,8 @@ GROUPS = {"1x1": "one step, 1,200 hypergradients",
           "long": "one step, the study's '-long' budget (4,500 hypergradients)",
           "longest": ("one step, the issue's 60 CPU minutes a one-thread run (6,000 hypergradients at L = 64, 7,000 at "
                       "L = 32; a dearer step, fewer: 4,200 with sentences, 4,000 with a real batch of 64; a cheaper one, "
-                      "more: 8,400 with a real batch of 16, 7,000 with the real-batch pass in bf16; meta-batch 2: 3,000 steps)"),
+                      "more: 8,400 with a real batch of 16, 7,000 with the real-batch pass in bf16; meta-batch 2: 3,000 steps; "
+                      "8,000 on a faster CPU)"),
           "long-ms": "3x3 different data at about the '-long' budget's CPU (a T = 3 step costs about 2.4 of T = 1)",
           "ms": "multi-step, 600 outer steps (T=10: 300)",
           "mrpc": "MRPC SL+AL, the GLUE score (mean of accuracy and F1; majority class 74.8)"}
@@ -70,7 +71,10 @@ def rows(folder: Path) -> list[dict]:
                     "val": f"{val['mean']:.1f} ± {val['std']:.1f}", "dev_mean": dev["mean"],
                     "average": c["distill"].get("average", 0.0), "eval_rows": r["eval_rows"],
                     "dev_rows": r.get("dev_rows") or 2000,
-                    "train_s": r["train_seconds"], "threads": r["config"].get("threads") or "",
+                    # wall-clock; rows since 2026-12-06 also record the CPU time (lanes sharing cores differ)
+                    "train_s": f"{r['train_seconds']:.0f}" + (f" ({r['train_cpu_seconds']:.0f} CPU)"
+                                                            if "train_cpu_seconds" in r else ""),
+                    "threads": r["config"].get("threads") or "",
                     "lrs": _lrs(r["inner_lrs"], r.get("inner_lr_groups"))})
     return out
 
@@ -87,7 +91,7 @@ def table(found: list[dict]) -> str:
                   f"validation (20 learners, {part[0]['eval_rows']:,}) | "
                   "training s | learned inner lr |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['shape']} | {r['draws']} | {r['average']:g} | {r['dev']} | {r['val']} | "
-                  f"{r['train_s']:.0f} | {r['lrs']} |" for r in part]
+                  f"{r['train_s']} | {r['lrs']} |" for r in part]
         lines.append("")
     return "\n".join(lines)
 
