@@ -537,8 +537,14 @@ class RealBatcher:
     """Endless random mini-batches over the train split, epoch by epoch, reproducible by seed."""
 
     def __init__(self, encoded: EncodedSplit, batch_size: int, seed: int = 0, pad_id: int = 0,
-                 micro_batch_tokens: int | None = 512, packing: bool = False, row_tokens: int = TRAIN_ROW_TOKENS):
+                 micro_batch_tokens: int | None = 512, packing: bool = False, row_tokens: int = TRAIN_ROW_TOKENS,
+                 word_dropout: float = 0.0, keep_ids: frozenset[int] = frozenset()):
+        """word_dropout (beyond the paper): each drawn example loses that share of its tokens, drawn afresh
+        every batch from a generator of its own; tokens in keep_ids ([CLS], [SEP]) always stay."""
         self.encoded = encoded
+        self.word_dropout = word_dropout
+        self.keep_ids = keep_ids
+        self.dropout_generator = torch.Generator().manual_seed(seed + 7919) if word_dropout else None
         self.packing = packing
         self.row_tokens = row_tokens
         self.batch_size = min(batch_size, len(encoded))
@@ -559,14 +565,34 @@ class RealBatcher:
 
     def next(self) -> list[RealBatch] | list[PackedBatch]:
         """The next batch (see real_batches)."""
-        return real_batches(self.encoded, self.next_indices(), self.packing, self.micro_batch_tokens,
+        indices = self.next_indices()
+        if self.dropout_generator is None:
+            return real_batches(self.encoded, indices, self.packing, self.micro_batch_tokens,
+                                self.row_tokens, self.pad_id)
+        thinned = self._without_some_words(indices)
+        return real_batches(thinned, range(len(thinned)), self.packing, self.micro_batch_tokens,
                             self.row_tokens, self.pad_id)
 
+    def _without_some_words(self, indices: Sequence[int]) -> EncodedSplit:
+        ids, types = [], []
+        for i in indices:
+            row, kinds = self.encoded.input_ids[i], self.encoded.token_type_ids[i]
+            drop = (torch.rand(len(row), generator=self.dropout_generator) < self.word_dropout).tolist()
+            kept = [j for j, t in enumerate(row) if t in self.keep_ids or not drop[j]]
+            ids.append([row[j] for j in kept])
+            types.append([kinds[j] for j in kept])
+        return EncodedSplit(ids, types, self.encoded.labels[torch.as_tensor(list(indices))])
+
     def state(self) -> dict:
-        return {"generator": self.generator.get_state().tolist(), "order": list(self._order),
-                "epoch": self.epoch, "batches_drawn": self.batches_drawn}
+        state = {"generator": self.generator.get_state().tolist(), "order": list(self._order),
+                 "epoch": self.epoch, "batches_drawn": self.batches_drawn}
+        if self.dropout_generator is not None:
+            state["dropout_generator"] = self.dropout_generator.get_state().tolist()
+        return state
 
     def load_state(self, state: dict) -> None:
+        if self.dropout_generator is not None and "dropout_generator" in state:
+            self.dropout_generator.set_state(torch.tensor(state["dropout_generator"], dtype=torch.uint8))
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         self._order = list(state["order"])
         self.epoch = int(state["epoch"])

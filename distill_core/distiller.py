@@ -62,6 +62,9 @@ class DistillConfig:
     eval_learners: int = BASE["distill"]["eval_learners"]
     eval_precision: str = BASE["distill"]["eval_precision"]  # float32 | bfloat16 (autocast of the scoring passes only)
     real_precision: str = BASE["distill"]["real_precision"]  # float32 | bfloat16: autocast of each outer step's real-batch pass (beyond the paper)
+    # beyond the paper: each outer step's real examples lose this share of their words (special tokens kept),
+    # freshly drawn each step, so the data cannot fit the train rows' exact wording (0: the paper's batches)
+    real_word_dropout: float = BASE["distill"]["real_word_dropout"]
     eval_at_start: bool = BASE["distill"]["eval_at_start"]
     baselines: bool = BASE["distill"]["baselines"]  # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = BASE["distill"]["max_minutes"]  # stop (and keep everything) after this wall-clock budget
@@ -97,6 +100,8 @@ class DistillConfig:
             raise UserError(f"eval_learners must be >= 1, got {self.eval_learners}")
         EvalConfig(precision=self.eval_precision).validate()
         require_precision("real_precision", self.real_precision)
+        if not (isinstance(self.real_word_dropout, (int, float)) and 0 <= self.real_word_dropout <= 0.5):
+            raise UserError(f"real_word_dropout must be in [0, 0.5] (0: whole real examples), got {self.real_word_dropout!r}")
         if self.inner_memory not in ("auto", "store", "recompute"):
             raise UserError(f"inner_memory must be auto, store or recompute, got {self.inner_memory!r}")
         if not 0 <= self.recompute_copies <= 64:
@@ -329,8 +334,11 @@ class Distiller:
         """Draw stream j: its own real batches and head initialisations. Stream 0 is the run's own
         (seeds `seed` and `seed + 1`, as before streams existed), so meta-batch 1 runs are unchanged."""
         seed = self.config.distill.seed + STREAM_STRIDE * j
+        tokenizer = self.prep.learner.tokenizer
         batcher = RealBatcher(self.outer_train, self.config.data.real_batch_size, seed=seed,
-                              pad_id=self.prep.learner.tokenizer.pad_token_id or 0,
+                              pad_id=tokenizer.pad_token_id or 0,
+                              word_dropout=self.config.distill.real_word_dropout,
+                              keep_ids=frozenset(tokenizer.all_special_ids),
                               packing=self.prep.learner.supports_packing)
         return batcher, torch.Generator().manual_seed(seed + 1)
 

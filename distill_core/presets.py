@@ -42,7 +42,7 @@ BASE: dict[str, dict[str, Any]] = {
     "distill": {"outer_steps": 300, "optimizer": "adam", "lr_embeds": 1e-2, "lr_labels": 1e-2,
                 "lr_attention": 1e-2, "lr_inner_lr": 1e-2, "meta_batch": 1, "average": 0.0, "weight_decay": 0.0, "warmup_ratio": 0.1,
                 "schedule": "linear", "grad_clip": 1.0, "eval_every": 50, "eval_learners": 10,
-                "eval_precision": "float32", "real_precision": "float32", "eval_at_start": True, "baselines": True, "max_minutes": None,
+                "eval_precision": "float32", "real_precision": "float32", "real_word_dropout": 0.0, "eval_at_start": True, "baselines": True, "max_minutes": None,
                 "save_every_minutes": 5.0, "inner_memory": "auto", "recompute_copies": 1, "seed": 0,
                 "teacher_weight": 0.0, "teacher_steps": 500},
 }

@@ -138,3 +138,27 @@ def test_micro_batches_cover_the_batch_once(bundled):
     b2 = RealBatcher(enc, 50, seed=1)
     seen = [i for _ in range(len(enc) // 50) for i in b2.next_indices()]
     assert len(set(seen)) == len(seen)
+
+
+def test_word_dropout_thins_real_examples_keeps_special_tokens_and_resumes(bundled):
+    data = load_task_data(DataConfig(task="demo", allow_hub=False))
+    enc = encode_split(data.train, bundled.tokenizer, 128)
+    special = frozenset(bundled.tokenizer.all_special_ids)
+    whole = RealBatcher(enc, 32, seed=3, micro_batch_tokens=None)
+    thinned = RealBatcher(enc, 32, seed=3, micro_batch_tokens=None, word_dropout=0.3, keep_ids=special)
+    full, thin = whole.next()[0], thinned.next()[0]
+    # the same rows (a batch is sorted by length, so compare as a multiset), only their words differ
+    assert sorted(full.labels.tolist()) == sorted(thin.labels.tolist())
+    kept, total = int(thin.attention_mask.sum()), int(full.attention_mask.sum())
+    words = total - 2 * len(full)                  # each row: [CLS] ... [SEP]
+    assert 0.2 * words < total - kept < 0.4 * words   # about 30 % of the words dropped, none of the specials
+    for row, mask in zip(thin.input_ids.tolist(), thin.attention_mask.tolist()):
+        ids = [t for t, m in zip(row, mask) if m]
+        assert ids[0] == bundled.tokenizer.cls_token_id and ids[-1] == bundled.tokenizer.sep_token_id
+    # the dropout draws resume with the batcher: a restored batcher thins the next batch the same way
+    state = thinned.state()
+    again = RealBatcher(enc, 32, seed=3, micro_batch_tokens=None, word_dropout=0.3, keep_ids=special)
+    again.load_state(state)
+    assert thinned.next()[0].input_ids.tolist() == again.next()[0].input_ids.tolist()
+    # and no dropout is the paper's batch, untouched
+    assert RealBatcher(enc, 32, seed=3, micro_batch_tokens=None).next()[0].input_ids.tolist() == full.input_ids.tolist()

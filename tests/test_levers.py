@@ -209,3 +209,19 @@ def test_feature_labels_start_at_the_models_pooled_output_learn_save_and_steer_e
         DistilledConfig(feature_labels="hidden").validate()
     with pytest.raises(UserError, match="feature_loss_weight"):
         DistilledConfig(feature_labels="pooled", feature_loss_weight=-1.0).validate()
+
+
+def test_word_dropout_thins_the_outer_batches_of_a_run(demo_prepared):  # noqa: F811
+    """`real_word_dropout` reaches the run's real batches (the same rows, fewer tokens), the run steps with it,
+    and the setting is checked."""
+    whole = Distiller(demo_config(outer_steps=2), prepared=demo_prepared)
+    thinned = Distiller(demo_config(real_word_dropout=0.3, outer_steps=2), prepared=demo_prepared)
+    a, b = whole.batcher.next(), thinned.batcher.next()
+    assert sorted(sum((x.labels.tolist() for x in a), [])) == sorted(sum((x.labels.tolist() for x in b), []))
+    tokens = [sum(int((x.input_ids != 0).sum()) for x in s) for s in (a, b)]   # [PAD] is 0, packed or padded
+    assert tokens[1] < 0.9 * tokens[0]
+    thinned.run_loop()
+    assert thinned.step == 2 and torch.isfinite(thinned.distilled.embeds).all()
+    for bad in (-0.1, 0.6, "0.1"):
+        with pytest.raises(UserError, match="real_word_dropout"):
+            demo_config(real_word_dropout=bad).validate()

@@ -151,6 +151,9 @@ FIELDS: tuple[Field, ...] = (
           "beyond the paper: bfloat16 runs each outer step's real-batch pass under bf16 autocast (the synthetic "
           "passes stay float32): about 1.2x faster steps on CPUs with bf16 units, much slower on those without",
           options=("float32", "bfloat16")),
+    Field("real_word_dropout", "Real-batch word dropout", "Outer loop and evaluation", "float",
+          "beyond the paper: each outer step's real examples lose this share of their tokens ([CLS] and [SEP] "
+          "kept), drawn afresh every step (0: whole examples, the paper)", min=0.0),
     Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool"),
     Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool"),
     Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice",
