@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
              "on those without); hypergradient cosine to fp32 0.9997 or more on SST-2", choices=["float32", "bfloat16"])
     _setting(g, "--real-word-dropout", "distill", "real_word_dropout", "beyond the paper: each outer step's real "
              "examples lose this share of their tokens ([CLS] and [SEP] kept), drawn afresh every step, so the "
-             "distilled data cannot fit the train rows' exact wording (0: whole examples, the paper)", type=float)
+             "distilled data leans less on the train rows' exact wording (0: whole examples, the paper)", type=float)
     g.add_argument("--no-eval-at-start", action="store_true", help="(default: evaluate at step 0)")
     g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines "
                    "(default: drawn beside the curve)")

@@ -63,7 +63,7 @@ class DistillConfig:
     eval_precision: str = BASE["distill"]["eval_precision"]  # float32 | bfloat16 (autocast of the scoring passes only)
     real_precision: str = BASE["distill"]["real_precision"]  # float32 | bfloat16: autocast of each outer step's real-batch pass (beyond the paper)
     # beyond the paper: each outer step's real examples lose this share of their words (special tokens kept),
-    # freshly drawn each step, so the data cannot fit the train rows' exact wording (0: the paper's batches)
+    # freshly drawn each step, so the data leans less on the train rows' exact wording (0: the paper's batches)
     real_word_dropout: float = BASE["distill"]["real_word_dropout"]
     eval_at_start: bool = BASE["distill"]["eval_at_start"]
     baselines: bool = BASE["distill"]["baselines"]  # majority + random real k-shot, drawn beside the curve
