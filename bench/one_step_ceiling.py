@@ -76,10 +76,12 @@ def main(argv: list[str]) -> None:
         score = EvalConfig(learners=args.learners)
         before = evaluate_distilled(own.learner, start, target, spec.metrics, score)["metrics"]
         distiller = Distiller(cfg, prepared=own)
-        if not args.from_scratch:
+        if not args.from_scratch:   # as a resume does: the learnable parts, the fixed label values, the average
             distiller._set_learnable(start.learnable())
+            with torch.no_grad():
+                distiller.distilled.label_values.copy_(start.label_values)
             if distiller.averaged is not None:
-                distiller.averaged = {n: t.detach().clone() for n, t in start.learnable().items()}
+                distiller.averaged = {n: t.detach().clone() for n, t in distiller.distilled.learnable().items()}
         summary = distiller.run_loop()
         after = evaluate_distilled(own.learner, distiller.served(), target, spec.metrics, score)["metrics"]
     emit({"bench": "one_step_ceiling", "run": str(run.path), "checkpoint": args.checkpoint, "mode": args.mode,
