@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
              "squared distance; it shares the labels' outer lr (beyond the paper); none: the paper",
              choices=["none", "pooled"])
     _setting(g, "--feature-weight", "distilled", "feature_loss_weight", "mu of the feature labels' loss", type=float)
+    _setting(g, "--embed-max-norm", "distilled", "embed_max_norm", "beyond the paper: each synthetic token vector "
+             "enters the model at most at this norm (a real word embedding's is ~1; 0: no cap, the paper). "
+             "Uncapped, they grow ~50x over a long run and drown the position embeddings, so the data loses "
+             "word order", type=float)
     g = p.add_argument_group("outer loop")
     _setting(g, "--outer-steps", "distill", "outer_steps", type=int)
     _setting(g, "--optimizer", "distill", "optimizer", choices=["adam", "adamw"])
@@ -191,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(g, "--real-word-dropout", "distill", "real_word_dropout", "beyond the paper: each outer step's real "
              "examples lose this share of their tokens ([CLS] and [SEP] kept), drawn afresh every step, so the "
              "distilled data leans less on the train rows' exact wording (0: whole examples, the paper)", type=float)
+    _setting(g, "--synthetic-noise", "distill", "synthetic_noise", "beyond the paper: each outer step's inner "
+             "steps see the synthetic embeddings plus Gaussian noise of this std, in units of the embeddings' own "
+             "std at that step; the clean data is what is updated, scored and saved (0: the paper)", type=float)
+    _setting(g, "--model-noise", "distill", "model_noise", "beyond the paper: each outer step starts from the "
+             "pre-trained weights plus Gaussian noise of this share of each tensor's std, so the data must teach "
+             "nearby models too; learners that score it start from the exact weights (0: the paper)", type=float)
     g.add_argument("--no-eval-at-start", action="store_true", help="(default: evaluate at step 0)")
     g.add_argument("--no-baselines", action="store_true", help="skip majority/random-k-shot baselines "
                    "(default: drawn beside the curve)")

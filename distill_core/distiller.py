@@ -65,6 +65,12 @@ class DistillConfig:
     # beyond the paper: each outer step's real examples lose this share of their words (special tokens kept),
     # freshly drawn each step, so the data leans less on the train rows' exact wording (0: the paper's batches)
     real_word_dropout: float = BASE["distill"]["real_word_dropout"]
+    # beyond the paper: each draw's inner steps see the synthetic embeddings plus Gaussian noise of this std
+    # (in units of their own element std at that step), and its theta_0 the pre-trained weights plus
+    # noise of this share of each tensor's std; the hypergradient taken there updates the clean data, so
+    # the data must teach a neighbourhood of inputs and models, not one point (0: the paper)
+    synthetic_noise: float = BASE["distill"]["synthetic_noise"]
+    model_noise: float = BASE["distill"]["model_noise"]
     eval_at_start: bool = BASE["distill"]["eval_at_start"]
     baselines: bool = BASE["distill"]["baselines"]  # majority + random real k-shot, drawn beside the curve
     max_minutes: float | None = BASE["distill"]["max_minutes"]  # stop (and keep everything) after this wall-clock budget
@@ -110,6 +116,10 @@ class DistillConfig:
             raise UserError(f"save_every_minutes must be in [0, 1440], got {self.save_every_minutes}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be > 0 when set, got {self.max_minutes}")
+        for name in ("synthetic_noise", "model_noise"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise UserError(f"{name} must be in [0, 1] (0: no noise, the paper), got {value!r}")
         if not (isinstance(self.teacher_weight, (int, float)) and 0 <= self.teacher_weight <= 1):
             raise UserError(f"teacher_weight must be in [0, 1] (0: gold labels only), got {self.teacher_weight!r}")
         if isinstance(self.teacher_steps, bool) or not isinstance(self.teacher_steps, int) or self.teacher_steps < 1:
@@ -262,10 +272,10 @@ def _new_distilled(config: RunConfig, prep: Prepared) -> DistilledData:
     theta0 = learner.fresh_params(torch.Generator().manual_seed(config.distill.seed))
     with torch.no_grad():
         if config.distilled.attention_init == "model" and d.attention_logits is not None:
-            out = learner.forward(theta0, inputs_embeds=d.embeds.detach(), output_attentions=True, eager=True)
+            out = learner.forward(theta0, inputs_embeds=d.model_embeds().detach(), output_attentions=True, eager=True)
             d.init_attention_from(torch.stack(out.attentions, dim=1))
         if d.feature_targets is not None:
-            d.init_features_from(learner.synthetic_forward(theta0, d.embeds.detach(), pooled=True)[2])
+            d.init_features_from(learner.synthetic_forward(theta0, d.model_embeds().detach(), pooled=True)[2])
     return d
 
 
@@ -292,6 +302,7 @@ class Distiller:
         self.best: dict | None = None
         self.last_eval_step: int | None = None
         self.teacher: dict | None = None    # the teacher's recipe and cost, when the outer loss uses one
+        self._weight_stds: dict[str, float] | None = None   # model_noise's per-tensor scale (first use)
         self.outer_train = self._outer_train()
         self.streams = [self._stream(j) for j in range(config.distill.meta_batch * self.world.size)]
         self.averaged: dict[str, torch.Tensor] | None = (
@@ -639,20 +650,60 @@ class Distiller:
         learner, c = self.prep.learner, self.config.distill
         mine = range(self.world.rank * c.meta_batch, (self.world.rank + 1) * c.meta_batch)
         total: HyperResult | None = None
-        for j, (batcher, gen) in enumerate(self.streams):
-            if j not in mine:   # another rank's draw: advance the stream so every rank holds every stream's state
-                batcher.next_indices()
-                learner.fresh_params(gen)
-                continue
-            real = [b.to(learner.device) for b in batcher.next()]
-            theta0 = learner.fresh_params(gen)
-            res = hypergradient(learner, theta0, self.distilled, real,
-                                recompute=None if c.inner_memory == "auto" else c.inner_memory == "recompute",
-                                copies=c.recompute_copies, real_precision=c.real_precision)
-            total = res if total is None else total.plus(res)
+        clean = self.distilled.embeds.detach().clone() if c.synthetic_noise else None
+        try:
+            for j, (batcher, gen) in enumerate(self.streams):
+                if j not in mine:   # another rank's draw: advance the stream so every rank holds every stream's state
+                    batcher.next_indices()
+                    learner.fresh_params(gen)
+                    continue
+                real = [b.to(learner.device) for b in batcher.next()]
+                theta0 = learner.fresh_params(gen)
+                if c.synthetic_noise or c.model_noise:
+                    theta0 = self._perturb(j, theta0, clean)
+                res = hypergradient(learner, theta0, self.distilled, real,
+                                    recompute=None if c.inner_memory == "auto" else c.inner_memory == "recompute",
+                                    copies=c.recompute_copies, real_precision=c.real_precision)
+                total = res if total is None else total.plus(res)
+        finally:
+            if clean is not None:
+                with torch.no_grad():
+                    self.distilled.embeds.copy_(clean)
         if self.world.distributed:
             total = _sum_over_ranks(total)
         return total.scaled(1.0 / len(self.streams)) if len(self.streams) > 1 else total
+
+    def _perturb(self, j: int, theta0: dict[str, torch.Tensor], clean: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Draw j's noise (synthetic_noise, model_noise; beyond the paper): the embeddings are set to
+        clean + noise in place (meta_hypergradient restores them), theta_0 comes back perturbed.
+
+        The noise is a function of (seed, draw stream, step) alone, so a resumed run draws what an
+        unbroken one would, with no generator state to keep."""
+        c, learner = self.config.distill, self.prep.learner
+        state = np.random.SeedSequence([c.seed, j, self.step]).generate_state(2)
+        gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        if c.synthetic_noise:
+            # the unit is the data's own scale: the synthetic embeddings outgrow the word-embedding table's
+            # (element std 0.056 in MiniLM) by ~50x over a long run, and the LayerNorm after the embedding
+            # sum makes only relative changes matter
+            scale = c.synthetic_noise * float(clean.float().std())
+            noise = torch.randn(clean.shape, generator=gen, dtype=clean.dtype)
+            with torch.no_grad():
+                self.distilled.embeds.copy_(clean + noise.to(clean.device) * scale)
+        if c.model_noise:
+            if self._weight_stds is None:
+                self._weight_stds = {k: float(v.float().std()) if v.numel() > 1 else 0.0
+                                     for k, v in learner.pretrained.items()}
+            head = set(learner.head_names)
+            perturbed = {}
+            for k, v in theta0.items():
+                if k in head or not self._weight_stds.get(k):
+                    perturbed[k] = v
+                    continue
+                noise = torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                perturbed[k] = v + noise.to(v.device) * (c.model_noise * self._weight_stds[k])
+            theta0 = perturbed
+        return theta0
 
     def run_loop(self) -> dict:
         """Run until outer_steps, the time budget or a stop request; returns the final summary."""

@@ -80,7 +80,7 @@ def inspect_sample(learner: Learner, distilled: DistilledData, sample: int, head
     `thetas` = (theta_0, theta_T) lets callers fine-tune once for many samples.
     """
     theta0, theta_t = thetas if thetas is not None else fine_tuned_pair(learner, distilled, head_seed)
-    embeds = distilled.embeds[sample]
+    embeds = distilled.model_embeds()[sample].detach()
     before = model_cls_attention(learner, theta0, embeds)
     after = model_cls_attention(learner, theta_t, embeds)
     labels = label_attention(distilled)

@@ -270,3 +270,28 @@ def test_hypergradient_leaves_nothing_for_the_garbage_collector(recompute):
         assert _live_tensors() == alive
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("T,different,recompute", [(1, False, False), (3, True, True)])
+def test_a_token_norm_cap_keeps_the_hypergradient_exact(T, different, recompute):
+    """embed_max_norm feeds the model capped token vectors; the hypergradient reaches the raw parameter
+    through the cap, for capped and uncapped tokens alike."""
+    learner, d, theta0, batch = make_case(T, different)
+    norms = d.embeds.detach().norm(dim=-1)
+    cap = float(norms.median())           # half the tokens above the cap, half below
+    d.config.embed_max_norm = cap
+    fed = d.model_embeds().detach()
+    below = norms <= cap
+    torch.testing.assert_close(fed[below], d.embeds.detach()[below], rtol=0, atol=0)
+    torch.testing.assert_close(fed[~below].norm(dim=-1), torch.full_like(norms[~below], cap))
+    res = hypergradient(learner, theta0, d, [batch], recompute=recompute)
+    ref_loss = unrolled_loss(learner, d, theta0, batch)
+    names = list(d.learnable())
+    ref = torch.autograd.grad(ref_loss, [d.learnable()[n] for n in names])
+    for n, r in zip(names, ref):
+        assert r.abs().max() > 0, n
+        torch.testing.assert_close(res.grads[n], r, rtol=1e-8, atol=1e-11, msg=lambda m: f"{n}: {m}")
+    # a capped token's gradient is orthogonal to it: the cap makes its length invisible to the model
+    capped = res.grads["embeds"][~below]
+    cosine = torch.nn.functional.cosine_similarity(capped, d.embeds.detach()[~below], dim=-1)
+    assert cosine.abs().max() < 1e-8

@@ -225,3 +225,35 @@ def test_word_dropout_thins_the_outer_batches_of_a_run(demo_prepared):  # noqa: 
     for bad in (-0.1, 0.6, "0.1"):
         with pytest.raises(UserError, match="real_word_dropout"):
             demo_config(real_word_dropout=bad).validate()
+
+
+@pytest.mark.parametrize("noise", [{"synthetic_noise": 0.3}, {"model_noise": 0.05}])
+def test_noise_levers_perturb_the_step_not_the_data_and_resume_exactly(tmp_path, demo_prepared, noise):  # noqa: F811
+    """Synthetic-embedding and pre-trained-weight noise change the hypergradient, leave the clean data and
+    the pre-trained weights as they were, and draw the same noise after a resume as an unbroken run."""
+    learner = demo_prepared.learner
+    weights = {k: v.clone() for k, v in learner.pretrained.items()}
+    clean, noisy = (Distiller(demo_config(**n), prepared=demo_prepared) for n in ({}, noise))
+    before = noisy.distilled.embeds.detach().clone()
+    g_clean, g_noisy = clean.meta_hypergradient().grads, noisy.meta_hypergradient().grads
+    assert torch.equal(noisy.distilled.embeds, before)
+    assert all(torch.equal(learner.pretrained[k], v) for k, v in weights.items())
+    assert not torch.allclose(g_noisy["embeds"], g_clean["embeds"], rtol=1e-3, atol=0)
+    # the draw is a function of (seed, stream, step): the same step draws the same noise
+    again = Distiller(demo_config(**noise), prepared=demo_prepared)
+    torch.testing.assert_close(again.meta_hypergradient().grads["embeds"], g_noisy["embeds"], rtol=0, atol=0)
+
+    straight = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "a", prepared=demo_prepared)
+    straight.run_loop()
+    part = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "b", prepared=demo_prepared)
+    part.add_callback(lambda e: part.stop() if e["type"] == "step" and e["step"] == 2 else None)
+    assert part.run_loop()["status"] == "stopped"
+    resumed = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "b", prepared=demo_prepared,
+                        resume=True)
+    assert resumed.run_loop()["status"] == "done"
+    for name, t in straight.distilled.learnable().items():
+        torch.testing.assert_close(resumed.distilled.learnable()[name], t, rtol=1e-5, atol=1e-6)
+    name = next(iter(noise))
+    for bad in (-0.1, 1.5, "0.1"):
+        with pytest.raises(UserError, match=name):
+            demo_config(**{name: bad}).validate()

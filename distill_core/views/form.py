@@ -116,6 +116,10 @@ FIELDS: tuple[Field, ...] = (
           options=("none", "pooled")),
     Field("feature_loss_weight", "Feature loss weight (mu)", "Distilled data", "float",
           "weight of the feature labels' squared distance in the inner loss", min=0.0),
+    Field("embed_max_norm", "Synthetic token norm cap", "Distilled data", "float",
+          "beyond the paper: each synthetic token vector enters the model at most at this norm (a real word "
+          "embedding's is ~1; 0: no cap, the paper); uncapped, they outgrow the position embeddings ~50x and "
+          "the data loses word order", min=0.0),
     Field("outer_steps", "Outer steps", "Outer loop and evaluation", "int"),
     Field("optimizer", "Optimizer", "Outer loop and evaluation", "choice", options=("adam", "adamw")),
     Field("lr_embeds", "Outer lr: embeddings", "Outer loop and evaluation", "float"),
@@ -154,6 +158,13 @@ FIELDS: tuple[Field, ...] = (
     Field("real_word_dropout", "Real-batch word dropout", "Outer loop and evaluation", "float",
           "beyond the paper: each outer step's real examples lose this share of their tokens ([CLS] and [SEP] "
           "kept), drawn afresh every step (0: whole examples, the paper)", min=0.0),
+    Field("synthetic_noise", "Synthetic-embedding noise", "Outer loop and evaluation", "float",
+          "beyond the paper: each outer step's inner steps see the synthetic embeddings plus Gaussian noise of "
+          "this std (units of their own std at that step); the clean data is updated and scored (0: the paper)",
+          min=0.0),
+    Field("model_noise", "Pre-trained-weight noise", "Outer loop and evaluation", "float",
+          "beyond the paper: each outer step starts from the pre-trained weights plus Gaussian noise of this share "
+          "of each tensor's std; scoring learners start from the exact weights (0: the paper)", min=0.0),
     Field("eval_at_start", "Evaluate at step 0", "Outer loop and evaluation", "bool"),
     Field("baselines", "Baselines (majority, random real k-shot)", "Outer loop and evaluation", "bool"),
     Field("inner_memory", "Inner-loop memory", "Outer loop and evaluation", "choice",
