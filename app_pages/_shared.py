@@ -184,6 +184,15 @@ def nearest_cached(run_path: str, checkpoint: str, mtime: float, top_k: int):
     return nearest_tokens(distilled, learner, top_k), position_mass(distilled), distilled.meta.get("step")
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def order_cached(run_path: str, checkpoint: str, mtime: float):
+    """distill_core.inspection.order_weight of a checkpoint (None: the model has no learned positions)."""
+    from distill_core.inspection import order_weight
+
+    learner, distilled = load_checkpoint(RunDir(Path(run_path)), checkpoint)
+    return order_weight(distilled, learner)
+
+
 def checkpoint_mtime(run: RunDir, checkpoint: str) -> float:
     return run.checkpoint(checkpoint).stat().st_mtime
 

@@ -3,8 +3,8 @@
 import streamlit as st
 
 from distill_core.views import tokens as views
-from app_pages._shared import (checkpoint_mtime, export_buttons, is_dark, load_checkpoint, nearest_cached, pick_run,
-                           show_error)
+from app_pages._shared import (checkpoint_mtime, export_buttons, is_dark, load_checkpoint, nearest_cached,
+                               order_cached, pick_run, show_error)
 
 st.title("Nearest tokens")
 st.caption("Distilled samples live in embedding space; each position is shown as its nearest vocabulary tokens "
@@ -22,6 +22,7 @@ ckpt = st.select_slider("Checkpoint", ckpts, key="checkpoint", help="slide throu
 top_k = st.slider("Top-k tokens per position", 1, 10, 5, key="top_k")
 try:
     near, mass, step = nearest_cached(str(run.path), ckpt, checkpoint_mtime(run, ckpt), top_k)
+    order = order_cached(str(run.path), ckpt, checkpoint_mtime(run, ckpt))
     names = load_checkpoint(run, ckpt)[1].label_names   # cached: nearest_cached loaded the same file
 except Exception as exc:
     show_error(exc)
@@ -35,6 +36,9 @@ for r, sample in enumerate(near):
 
 r = st.selectbox("Sample", range(len(near)), key="sample", format_func=lambda i: views.sample_caption(i, names))
 tokens = [p[0][0] for p in near[r]]
+if order is not None:
+    st.caption(views.order_caption(float(order.token_norm[r]), float(order.position_share[r]),
+                                   order.real_token_norm, order.real_position_share))
 if mass is not None:
     fig = views.mass_figure(tokens, mass[r], title=f"attention-label mass per position, sample {r}")
     st.plotly_chart(fig, key="mass_chart")

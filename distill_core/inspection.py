@@ -14,7 +14,7 @@ from .learner import Learner, Params
 from .losses import kl_to_attention
 
 __all__ = ["nearest_tokens", "decoded_lines", "label_attention", "model_cls_attention", "SampleAttention",
-           "inspect_sample", "fine_tuned_pair", "position_mass", "inspect_summary"]
+           "inspect_sample", "fine_tuned_pair", "position_mass", "OrderWeight", "order_weight", "inspect_summary"]
 
 
 @torch.no_grad()
@@ -103,6 +103,43 @@ def position_mass(distilled: DistilledData) -> np.ndarray | None:
     return None if lab is None else lab.mean(axis=(1, 2))
 
 
+@dataclass
+class OrderWeight:
+    """How much word order the model can see in each sample. BERT adds a position embedding to each token
+    vector and LayerNorms the sum, so what decides is their lengths' ratio, not either length alone."""
+
+    token_norm: np.ndarray          # (N,) mean length of the sample's token vectors, as fed to the model
+    position_share: np.ndarray      # (N,) mean |position| / |token + position + type| over its positions
+    real_token_norm: float          # the same two for the vocabulary's word embeddings at those positions
+    real_position_share: float
+
+
+@torch.no_grad()
+def order_weight(distilled: DistilledData, learner: Learner) -> OrderWeight | None:
+    """Per sample, the position embeddings' share of the embedding sum (None: a model without learned
+    absolute positions). Unconstrained synthetic token vectors outgrow word embeddings ~50x over a long run;
+    the position share then falls from a real sentence's ~35 % to ~1 %, and the model reads the sample as
+    a bag of vectors (with position 0 kept, shuffling the rest leaves its validation score unchanged)."""
+    pos_name = next((k for k in learner.pretrained if k.endswith("position_embeddings.weight")), None)
+    if pos_name is None:
+        return None
+    type_name = next((k for k in learner.pretrained if k.endswith("token_type_embeddings.weight")), None)
+    L = distilled.config.seq_len
+    pos = learner.pretrained[pos_name][:L].float().cpu()                                   # (L, D)
+    typ = learner.pretrained[type_name][0].float().cpu() if type_name else torch.zeros_like(pos[0])
+
+    def share(tokens: torch.Tensor) -> torch.Tensor:       # tokens (..., L, D) -> (...,) mean over positions
+        return (pos.norm(dim=-1) / (tokens + pos + typ).norm(dim=-1)).mean(dim=-1)
+
+    fed = distilled.model_embeds().detach().float().cpu()                                  # (N, L, D)
+    vocab = learner.word_embeddings().float().cpu()
+    sample = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(0))[:512]]
+    real = sample[:, None, :].expand(-1, L, -1)            # each of 512 words at every position
+    return OrderWeight(token_norm=fed.norm(dim=-1).mean(dim=-1).numpy(), position_share=share(fed).numpy(),
+                       real_token_norm=float(sample.norm(dim=-1).mean()),
+                       real_position_share=float(share(real).mean()))
+
+
 def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) -> dict:
     """Everything `python -m distill_core inspect` prints, as plain data."""
     near = nearest_tokens(distilled, learner, top_k)
@@ -111,9 +148,12 @@ def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) 
     classes = distilled.row_classes().tolist()
     targets = distilled.label_targets().detach().float().cpu().numpy()
     thetas = fine_tuned_pair(learner, distilled) if distilled.attention_logits is not None else None
+    order = order_weight(distilled, learner)
     for r in range(distilled.num_samples):
         entry = {"sample": r, "class": distilled.label_names[classes[r]],
                  "label_target": [round(float(x), 4) for x in targets[r]],
+                 **({"token_norm": round(float(order.token_norm[r]), 3),
+                     "position_share": round(float(order.position_share[r]), 4)} if order is not None else {}),
                  "decoded": " ".join(p[0][0] for p in near[r]),
                  "nearest": [[(t, round(s, 4)) for t, s in pos] for pos in near[r]]}
         if mass is not None:
@@ -126,4 +166,6 @@ def inspect_summary(learner: Learner, distilled: DistilledData, top_k: int = 5) 
             entry["kl_after_mean"] = float(att.kl_after.mean())
         samples.append(entry)
     return {"inner_lrs": distilled.inner_lrs().detach().cpu().tolist(), "inner_lr_groups": distilled.lr_groups,
+            **({"real_token_norm": round(order.real_token_norm, 3),
+                "real_position_share": round(order.real_position_share, 4)} if order is not None else {}),
             "samples": samples}

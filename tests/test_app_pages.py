@@ -229,6 +229,7 @@ def test_tokens_page(ui_run):
     assert len(at.get("html")) == 2                                  # one decoded line per distilled sample
     table = at.dataframe[0].value
     assert len(table) == 16 and "#5" in table.columns and "label mass" in table.columns
+    assert any(c.value.startswith("Word order: this sample's token vectors") for c in at.caption)
     at.select_slider(key="checkpoint").set_value("step-000000")
     at.slider(key="top_k").set_value(3)
     at.selectbox(key="sample").set_value(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +62,21 @@ def test_attention_init_from_model_gives_zero_kl(bundled, sample_data):
     d2.init_attention_from(torch.stack(out.attentions, dim=1))
     att = inspect_sample(bundled, d2, sample=0, head_seed=5)
     assert float(att.kl_before.max()) < 1e-4
+
+
+def test_order_weight_sees_grown_token_vectors_drown_the_positions_and_the_cap_restore_them(bundled, sample_data):
+    from distill_core.inspection import order_weight
+
+    d, _ = sample_data
+    real = order_weight(d, bundled)
+    # a sample made of real words weighs positions as real sentences do
+    assert 0.2 < real.real_position_share < 0.6
+    assert np.all(np.abs(real.position_share - real.real_position_share) < 0.15)
+    grown = d.clone()
+    with torch.no_grad():
+        grown.embeds.mul_(50.0)       # what a long run's token vectors do (~1 -> ~50)
+    assert np.all(order_weight(grown, bundled).position_share < real.real_position_share / 10)
+    grown.config = dataclasses.replace(d.config, embed_max_norm=1.5)   # clone shares the config object
+    capped = order_weight(grown, bundled)
+    assert np.all(capped.token_norm <= 1.5 + 1e-4)
+    assert np.all(capped.position_share > real.real_position_share / 2)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["nearest_frame", "mass_figure", "weighted_line_html", "sample_caption", "checkpoint_frame", "change_figure"]
+__all__ = ["nearest_frame", "mass_figure", "weighted_line_html", "sample_caption", "checkpoint_frame", "change_figure",
+           "order_caption"]
 
 Nearest = list[list[tuple[str, float]]]   # per position: top-k (token, cosine)
 
@@ -78,3 +79,14 @@ def change_figure(lines: dict[str, list[str]], steps: dict[str, int | None]) -> 
     fig.update_layout(title="positions whose nearest token moved since the first checkpoint", height=260,
                       xaxis_title="outer step", yaxis_title="positions", margin={"l": 50, "r": 10, "t": 50, "b": 40})
     return fig
+
+
+def order_caption(token_norm: float, position_share: float, real_token_norm: float, real_share: float) -> str:
+    """One sentence on how much word order the model can see in a sample (inspection.order_weight)."""
+    text = (f"Word order: this sample's token vectors have length {token_norm:.2f} (a word embedding's: "
+            f"{real_token_norm:.2f}), so the position embeddings are {100 * position_share:.1f} % of the "
+            f"embedding sum the model normalises (in a real sentence: {100 * real_share:.1f} %).")
+    if position_share < real_share / 4:
+        text += (" The model reads it nearly as a bag of vectors: the order of the positions below hardly "
+                 "matters (`--embed-max-norm` caps the length).")
+    return text
