@@ -51,6 +51,16 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # validation sentence when the data is tuned on them, so what limits validation is what the data learns
 # from train, not what one step can hold; this asks whether data that cannot fit train's exact wording
 # generalises further
+# hour-synthnoise03, hour-modelnoise005 and hour-modelnoise01: LONGEST with each draw's inner steps on the
+# synthetic embeddings plus Gaussian noise of 0.3 of their own std (--synthetic-noise 0.3), and from the
+# pre-trained weights plus noise of 0.05 and 0.1 of each tensor's std (--model-noise, beyond the paper); the
+# clean data is what is updated and scored. Regularisers of the data itself, after word dropout on the real
+# side did not help; on long8000-lr01-linear's final data these strengths cost 0.4, 0.2 and 1.6 points of
+# validation (8 learners) when applied at scoring time, so each perturbs the step without wrecking it
+# hour-embcap15: LONGEST with each synthetic token vector fed to the model at a length of at most 1.5
+# (--embed-max-norm 1.5, beyond the paper; a real word embedding's is ~1): uncapped, the vectors grow ~50x
+# over a long run and drown the position embeddings, so the data holds no word order; capped, it keeps a
+# real sentence's share of position
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -99,6 +109,10 @@ declare -A ROWS=(
   [long-lr01-linear]="$LONG --lr 0.1 --schedule linear"
   [long6000-lr01-linear]="$LONGEST"
   [hour-worddrop01]="$LONGEST --real-word-dropout 0.1"
+  [hour-synthnoise03]="$LONGEST --synthetic-noise 0.3"
+  [hour-modelnoise005]="$LONGEST --model-noise 0.05"
+  [hour-modelnoise01]="$LONGEST --model-noise 0.1"
+  [hour-embcap15]="$LONGEST --embed-max-norm 1.5"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
   [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
   [long8000-lr01-linear]="${LONGEST//6000/8000}"    # LONGEST over 8,000 steps
@@ -153,7 +167,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        hour-lr03 hour-meta2 hour-batch16 hour-batch16-seed1 hour-bf16real hour-bf16real-seed1
        hour-features-w01 hour-features-w01-seed1 hour-features-w01-seed2 long8000-lr01-linear
        long8000-lr01-linear-seed1 long8000-lr01-linear-seed2 hour-worddrop01 hour-worddrop01-seed1
-       hour-worddrop01-seed2)
+       hour-worddrop01-seed2 hour-synthnoise03 hour-modelnoise005 hour-modelnoise01
+       hour-embcap15 hour-modelnoise005-seed1 hour-modelnoise005-seed2)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
