@@ -4,7 +4,8 @@
 # the whole dev split (10 learners) and reported on the validation split (20 learners).
 #   bash bench/ablation.sh [names...]       # rows already in docs/ablation/ are skipped: a re-run resumes
 #   LANES=2 bash bench/ablation.sh          # two rows at a time, one thread each (2 cores, no contention)
-#   RUNS=runs/ablation bash bench/ablation.sh ROW   # also keep each row's run (checkpoints) to score it again
+#   RUNS=runs/ablation bash bench/ablation.sh ROW   # also keep each row's run (checkpoints) to score it again;
+#                                                   # a row whose run is there resumes from its last evaluation
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}

@@ -41,12 +41,37 @@ def main(argv: list[str]) -> None:
     from distill_core.distiller import Distiller
     from distill_core.evaluation import EvalConfig, evaluate_distilled
 
+    from pathlib import Path
+
+    from distill_core.runs import RunDir, read_json, write_json
+
     cfg.distill.baselines = False
-    d = Distiller(cfg, run_dir=mine.run_dir)
+    # a --run-dir that already holds this row's run resumes it from its last evaluation (a session's end or a
+    # kill mid-row), with this script's own accounting, kept beside each resume point, carried over
+    resume = mine.run_dir is not None and RunDir(Path(mine.run_dir)).exists()
+    d = Distiller(cfg, run_dir=mine.run_dir, resume=resume)
     curve, step_seconds = [], []
     eval_seconds = 0.0
     train_seconds = 0.0
     train_cpu_seconds = 0.0     # the issue's budget is CPU time; wall-clock inflates when lanes share cores
+    ledger = Path(mine.run_dir) / "bench_ledger.json" if mine.run_dir else None
+    if resume:
+        kept = read_json(ledger) if ledger.exists() else None
+        if kept is None or kept["step"] != d.step:
+            raise SystemExit(f"{mine.run_dir} resumes at step {d.step}, but {ledger} holds no accounting for that "
+                             "step; score the run with `python -m distill_core evaluate` instead")
+        curve, step_seconds = kept["curve"], kept["step_seconds"]
+        eval_seconds, train_seconds, train_cpu_seconds = (kept["eval_seconds"], kept["train_seconds"],
+                                                          kept["train_cpu_seconds"])
+        print(f"resumed at step {d.step} ({train_cpu_seconds:.0f} CPU s of training so far)", file=sys.stderr,
+              flush=True)
+
+    def keep_ledger() -> None:
+        """What this script has counted up to the resume point just written (its step and curve)."""
+        if ledger is not None:
+            write_json(ledger, {"step": d.step, "curve": curve, "step_seconds": step_seconds,
+                                "eval_seconds": eval_seconds, "train_seconds": train_seconds,
+                                "train_cpu_seconds": train_cpu_seconds})
 
     def on_event(e: dict) -> None:
         nonlocal eval_seconds
@@ -63,8 +88,9 @@ def main(argv: list[str]) -> None:
 
     d.add_callback(on_event)
     budget = mine.budget_minutes * 60
-    if cfg.distill.eval_at_start:
+    if cfg.distill.eval_at_start and not resume:
         d._eval_and_checkpoint()
+        keep_ledger()
 
     def spent() -> bool:
         if mine.budget_draws is not None:
@@ -79,6 +105,7 @@ def main(argv: list[str]) -> None:
         d.emit(rec)
         if cfg.distill.eval_every and d.step % cfg.distill.eval_every == 0:
             d._eval_and_checkpoint()
+            keep_ledger()
     # the final score: all evaluation rows, more learners, fresh heads
     full_cfg = type(cfg.data)(**{**cfg.data.__dict__, "eval_rows": None})
     full = load_task_data(full_cfg)
@@ -107,9 +134,6 @@ def main(argv: list[str]) -> None:
     emit(record)
     if mine.out:
         import json
-        from pathlib import Path
-
-        from distill_core.runs import write_json
 
         Path(mine.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(mine.out), json.loads(json.dumps(record, default=str)))
