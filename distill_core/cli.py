@@ -406,6 +406,7 @@ def _distill_one(cfg, out: Path, resume: bool) -> int:
     last_acc = {}
 
     from .views.curves import format_inner_lrs
+    from .views.tokens import order_caption
 
     def on_event(e: dict) -> None:
         if e["type"] == "step":
@@ -636,10 +637,9 @@ def _cmd_inspect(a) -> int:
     for s in summary["samples"]:
         print(f"\nsample {s['sample']} (class {s['class']}), label target {s['label_target']}")
         print("  decoded: " + s["decoded"])
-        if "position_share" in s:
-            print(f"  word order: token vectors of length {s['token_norm']:.2f} (word embeddings: "
-                  f"{summary['real_token_norm']:.2f}); positions are {100 * s['position_share']:.1f} % of the "
-                  f"embedding sum (a real sentence: {100 * summary['real_position_share']:.1f} %)")
+        if "position_share" in s:   # the Nearest tokens page's sentence
+            print("  " + order_caption(s["token_norm"], s["position_share"], summary["real_token_norm"],
+                                       summary["real_position_share"]))
         if "top_attended_positions" in s:
             print("  most attended by the [CLS] labels: " +
                   ", ".join(f"#{p['position']} {p['token']} ({p['mass']:.3f})" for p in s["top_attended_positions"]))

@@ -59,18 +59,26 @@ def test_short_distillation_on_sst2_lowers_the_real_loss(shared_data, bundled):
     assert after < before - 0.002, (before, after)
 
 
-def test_resume_continues_exactly(tmp_path, demo_prepared):
-    straight = Distiller(demo_config(outer_steps=4), run_dir=tmp_path / "a", prepared=demo_prepared)
+def assert_resume_is_exact(tmp_path, prepared, **distill) -> Distiller:
+    """Stop a 4-step run after step 2, resume it, and check it ends where an unbroken run does; the resumed
+    Distiller comes back (its run in tmp_path / "b")."""
+    straight = Distiller(demo_config(outer_steps=4, **distill), run_dir=tmp_path / "a", prepared=prepared)
     straight.run_loop()
-    part = Distiller(demo_config(outer_steps=4), run_dir=tmp_path / "b", prepared=demo_prepared)
+    part = Distiller(demo_config(outer_steps=4, **distill), run_dir=tmp_path / "b", prepared=prepared)
     part.add_callback(lambda e: part.stop() if e["type"] == "step" and e["step"] == 2 else None)
     assert part.run_loop()["status"] == "stopped"
     assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 2
-    resumed = Distiller(demo_config(outer_steps=4), run_dir=tmp_path / "b", prepared=demo_prepared, resume=True)
+    resumed = Distiller(demo_config(outer_steps=4, **distill), run_dir=tmp_path / "b", prepared=prepared,
+                        resume=True)
     assert resumed.step == 2
     assert resumed.run_loop()["status"] == "done"
     for name, t in straight.distilled.learnable().items():
         torch.testing.assert_close(resumed.distilled.learnable()[name], t, rtol=1e-5, atol=1e-6)
+    return resumed
+
+
+def test_resume_continues_exactly(tmp_path, demo_prepared):
+    resumed = assert_resume_is_exact(tmp_path, demo_prepared)
     records = [r for r in RunDir(tmp_path / "b").metrics() if r["type"] == "step"]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     cpu = [r["cpu_seconds"] for r in records]   # CPU time carries over the resume instead of starting again

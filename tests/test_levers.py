@@ -10,7 +10,7 @@ from distill_core.distilled import DistilledConfig, DistilledData
 from distill_core.distiller import Distiller
 from distill_core.errors import UserError
 from distill_core.inner import hypergradient
-from test_distiller import demo_config, demo_prepared  # noqa: F401  (fixture)
+from test_distiller import assert_resume_is_exact, demo_config, demo_prepared  # noqa: F401  (fixture)
 from test_hypergradient import assert_matches_reference, make_case, unrolled_loss
 
 
@@ -238,16 +238,7 @@ def test_noise_levers_perturb_the_step_not_the_data_and_resume_exactly(tmp_path,
     again = Distiller(demo_config(**noise), prepared=demo_prepared)
     torch.testing.assert_close(again.meta_hypergradient().grads["embeds"], g_noisy["embeds"], rtol=0, atol=0)
 
-    straight = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "a", prepared=demo_prepared)
-    straight.run_loop()
-    part = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "b", prepared=demo_prepared)
-    part.add_callback(lambda e: part.stop() if e["type"] == "step" and e["step"] == 2 else None)
-    assert part.run_loop()["status"] == "stopped"
-    resumed = Distiller(demo_config(outer_steps=4, **noise), run_dir=tmp_path / "b", prepared=demo_prepared,
-                        resume=True)
-    assert resumed.run_loop()["status"] == "done"
-    for name, t in straight.distilled.learnable().items():
-        torch.testing.assert_close(resumed.distilled.learnable()[name], t, rtol=1e-5, atol=1e-6)
+    assert_resume_is_exact(tmp_path, demo_prepared, **noise)
     name = next(iter(noise))
     for bad in (-0.1, 1.5, "0.1"):
         with pytest.raises(UserError, match=name):
