@@ -406,7 +406,6 @@ def _distill_one(cfg, out: Path, resume: bool) -> int:
     last_acc = {}
 
     from .views.curves import format_inner_lrs
-    from .views.tokens import order_caption
 
     def on_event(e: dict) -> None:
         if e["type"] == "step":
@@ -632,6 +631,7 @@ def _cmd_inspect(a) -> int:
     print(f"run {run.path}  checkpoint {a.checkpoint} (step {distilled.meta.get('step')})  "
           f"task {prep.task.spec.name}{'  [demo data]' if prep.task.is_demo else ''}")
     from .views.curves import format_inner_lrs
+    from .views.tokens import order_caption
 
     print("learned inner lrs: " + format_inner_lrs(summary["inner_lrs"], summary.get("inner_lr_groups"), digits=4))
     for s in summary["samples"]:

@@ -54,6 +54,7 @@ def test_documented_forms_end_to_end(tmp_path, shared_data):
     assert r.returncode == 0, r.stderr
     assert "sample 0 (class negative)" in r.stdout and "sample 1 (class positive)" in r.stdout
     assert "decoded:" in r.stdout and "learned inner lrs" in r.stdout
+    assert r.stdout.count("Word order: this sample's token vectors") == 2     # one per sample
 
 
 @pytest.mark.parametrize("kind,extra", [
