@@ -62,6 +62,7 @@ class StudyRow:
     outer_lr: float | None = None
     schedule: str | None = None
     seq_len: int | None = None
+    model_noise: float | None = None    # beyond the paper: pre-trained-weight noise per draw (--model-noise)
 
     @property
     def kind(self) -> str:
@@ -224,6 +225,8 @@ class StudyConfig:
     headline_outer_lr: float | None = 0.1
     headline_schedule: str | None = "linear"
     headline_seq_len: int | None = None
+    # beyond the paper: pre-trained-weight noise on each draw's θ0 (--model-noise), None: the run preset's (off)
+    headline_model_noise: float | None = None
     # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
     # train split is mostly phrases, its validation split whole sentences (docs/ablation, row sent10). Off
     # by default since its one seed showed no gain at this budget (`_headline_rows`)
@@ -299,13 +302,15 @@ class StudyConfig:
         if self.headline_schedule is not None and self.headline_schedule not in SCHEDULES:
             raise UserError(f"study setting headline_schedule must be {' or '.join(SCHEDULES)}, "
                             f"got {self.headline_schedule!r}")
+        if self.headline_model_noise is not None and not self.headline_model_noise >= 0:
+            raise UserError(f"study setting headline_model_noise must be >= 0, got {self.headline_model_noise}")
         if self.grid_setting not in SETTINGS:
             raise UserError(f"grid_setting must be one of {', '.join(SETTINGS)}, got {self.grid_setting!r}")
 
     def headline_recipe(self) -> dict:
         """The SST-2 headline rows' own settings (StudyRow fields), those set only."""
         recipe = {"outer_lr": self.headline_outer_lr, "schedule": self.headline_schedule,
-                  "seq_len": self.headline_seq_len}
+                  "seq_len": self.headline_seq_len, "model_noise": self.headline_model_noise}
         return {k: v for k, v in recipe.items() if v is not None}
 
 
@@ -365,7 +370,8 @@ class Study:
             "distill": {"outer_steps": outer_steps, "lr_embeds": outer_lr, "lr_labels": outer_lr,
                         "lr_attention": outer_lr, "lr_inner_lr": outer_lr, "eval_every": 0, "eval_at_start": False,
                         "baselines": False, "eval_learners": c.learners, "eval_precision": c.eval_precision,
-                        "inner_memory": "store", **({"schedule": row.schedule} if row.schedule else {})}})
+                        "inner_memory": "store", **({"schedule": row.schedule} if row.schedule else {}),
+                        **({"model_noise": row.model_noise} if row.model_noise is not None else {})}})
 
     def prepared(self, task: str, train_min_words: int | None = None):
         """Data and learner of a task (and train-row filter), loaded once per study."""
@@ -897,6 +903,9 @@ def add_parser(sub) -> None:
                         "the paper's)")
     p.add_argument("--headline-seq-len", type=int, default=d.headline_seq_len,
                    help="the SST-2 '-long' rows' positions L (default: --seq-len, else the run preset's)")
+    p.add_argument("--headline-model-noise", type=float, default=d.headline_model_noise,
+                   help="beyond the paper: the SST-2 '-long' rows' pre-trained-weight noise per draw (--model-noise; "
+                        f"default {d.headline_model_noise}: the run preset's, off)")
     p.add_argument("--mrpc-long-outer-steps", type=int, default=d.mrpc_long_outer_steps,
                    help="outer steps of the MRPC HL+AL and SL+AL '-long' rows, whose outer lr is chosen in pilots on "
                         "this budget (a 1x1 MRPC run sits at the majority class for its first ~450 steps; 0: no such rows)")
@@ -942,7 +951,7 @@ def cmd_study(a) -> int:
                          headline_outer_steps=a.headline_outer_steps, headline_min_words=a.headline_min_words,
                          headline_min_words_outer_steps=a.headline_min_words_outer_steps,
                          headline_outer_lr=a.headline_outer_lr, headline_schedule=a.headline_schedule,
-                         headline_seq_len=a.headline_seq_len,
+                         headline_seq_len=a.headline_seq_len, headline_model_noise=a.headline_model_noise,
                          mrpc_long_outer_steps=a.mrpc_long_outer_steps,
                          grid_outer_lr=tuple(a.grid_outer_lr), grid_inner_lr_init=tuple(a.grid_inner_lr_init),
                          grid_steps=a.grid_steps, grid_per_shape=a.grid_per_shape, eval_precision=a.eval_precision, full_steps=a.full_steps,

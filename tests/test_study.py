@@ -89,32 +89,35 @@ def test_rows_on_a_longer_budget_share_pilots_on_that_budget(tmp_path, monkeypat
 
 
 def test_the_headline_recipe_reaches_the_sst2_long_rows_and_their_runs(tmp_path, monkeypatch):
-    """A recipe chosen on dev outside the study (outer lr, schedule, L) goes to SST-2's '-long' HL+AL and SL+AL
-    rows alone; the outer lr replaces the pilots' choice, whose inner-lr init the row keeps."""
-    recipe = dict(headline_outer_lr=0.1, headline_schedule="linear", headline_seq_len=32)
+    """A recipe chosen on dev outside the study (outer lr, schedule, L, weight noise) goes to SST-2's '-long'
+    HL+AL and SL+AL rows alone; the outer lr replaces the pilots' choice, whose inner-lr init the row keeps."""
+    recipe = dict(headline_outer_lr=0.1, headline_schedule="linear", headline_seq_len=32, headline_model_noise=0.05)
     rows = plan(StudyConfig(preset="paper", **recipe))
-    with_recipe = [r.key for r in rows if (r.outer_lr, r.schedule, r.seq_len) == (0.1, "linear", 32)]
+    with_recipe = [r.key for r in rows if (r.outer_lr, r.schedule, r.seq_len, r.model_noise) == (0.1, "linear", 32, 0.05)]
     assert with_recipe == ["sst2-hl-al-1x1-long", "sst2-sl-al-1x1-long"]
-    assert all((r.outer_lr, r.schedule, r.seq_len) == (None, None, None) for r in rows if r.key not in with_recipe)
+    assert all((r.outer_lr, r.schedule, r.seq_len, r.model_noise) == (None,) * 4
+               for r in rows if r.key not in with_recipe)
     study = Study(StudyConfig(preset="paper", seq_len=48, **recipe))
     long = next(r for r in rows if r.key == "sst2-sl-al-1x1-long")
     cfg = study.run_config(long, 0.1, 0.3, 10)
-    assert (cfg.distilled.seq_len, cfg.distill.schedule) == (32, "linear")
+    assert (cfg.distilled.seq_len, cfg.distill.schedule, cfg.distill.model_noise) == (32, "linear", 0.05)
     plain = study.run_config(next(r for r in rows if r.key == "sst2-sl-al-1x1"), 0.01, 0.3, 10)
-    assert (plain.distilled.seq_len, plain.distill.schedule) == (48, default_of("distill", "schedule"))
+    assert (plain.distilled.seq_len, plain.distill.schedule, plain.distill.model_noise) == (
+        48, default_of("distill", "schedule"), default_of("distill", "model_noise"))
     # for real, on the demo task: the row's outer lr and schedule run; the inner-lr init is the pilots'
     monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
     study = Study(StudyConfig(out=str(tmp_path), **{**TINY, "seeds": 1}), log=lambda s: None)
     row = StudyRow("demo", "SL+AL", outer_steps=2, tag="long", headline=True, outer_lr=0.3, schedule="linear",
-                   seq_len=6)
+                   seq_len=6, model_noise=0.05)
     result = study.run_row(row)
     pilots = json.loads((tmp_path / "grid" / "demo.json").read_text())["chosen"]
     distill, distilled = result["config"]["distill"], result["config"]["distilled"]
     assert distill["lr_embeds"] == distill["lr_inner_lr"] == 0.3 != pilots["outer_lr"]
-    assert (distill["schedule"], distilled["seq_len"]) == ("linear", 6)
+    assert (distill["schedule"], distilled["seq_len"], distill["model_noise"]) == ("linear", 6, 0.05)
     assert distilled["inner_lr_init"] == pilots["inner_lr_init"]
     assert "outer lr 0.3 (the row's recipe, chosen on dev in docs/ablation)" in views.chosen_on_dev(result)
-    assert "; 2 outer steps, linear outer-lr schedule" in views.chosen_on_dev(result)
+    assert ("; 2 outer steps, linear outer-lr schedule, pre-trained-weight noise 0.05 (beyond the paper)"
+            in views.chosen_on_dev(result))
 
 
 def test_the_hour_recipe_is_the_default_and_pilots_name_the_way_back(capsys):
@@ -144,6 +147,7 @@ def test_the_hour_recipe_is_the_default_and_pilots_name_the_way_back(capsys):
     (dict(headline_outer_lr=0.0), "headline_outer_lr must be > 0"),
     (dict(headline_schedule="cosine"), "headline_schedule must be linear or constant"),
     (dict(headline_seq_len=0), "headline_seq_len must be >= 1"),
+    (dict(headline_model_noise=-0.1), "headline_model_noise must be >= 0"),
 ])
 def test_bad_study_settings_are_named(change, message):
     with pytest.raises(UserError, match=message):

@@ -119,6 +119,8 @@ def chosen_on_dev(row: dict) -> str:
             distill = c.get("distill") or {}
             budget = [f"{distill['outer_steps']:,} outer steps"] if distill.get("outer_steps") else []
             budget += [f"{distill['schedule']} outer-lr schedule"] if distill.get("schedule") else []
+            budget += ([f"pre-trained-weight noise {_num(distill['model_noise'])} (beyond the paper)"]
+                       if distill.get("model_noise") else [])
             if budget:
                 text += "; " + ", ".join(budget)
         elif row.get("grid_file") == f"grid/{row.get('key')}.json":
