@@ -289,7 +289,7 @@ class StudyConfig:
         if any(k < 0 for k in self.only_seeds):
             raise UserError(f"study seeds are numbered from 0, got {list(self.only_seeds)}")
         for name in ("learners", "outer_steps", "grid_steps", "grid_learners", "full_steps", "seq_len", "max_length",
-                     "seeds", "other_seeds", "full_learners", "curve_learners", "headline_seq_len"):
+                     "seeds", "other_seeds", "full_learners", "curve_learners", "curve_points", "headline_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"study setting {name} must be >= 1, got {getattr(self, name)}")
         for name in ("headline_outer_steps", "mrpc_long_outer_steps", "long_outer_steps"):
@@ -931,6 +931,9 @@ def add_parser(sub) -> None:
                         "sharing the study directory split a row's seeds; the row is written once all are in")
     p.add_argument("--curve-learners", type=int, default=d.curve_learners,
                    help="learners of each dev validation of the curve rows (their best checkpoint is chosen on it)")
+    p.add_argument("--curve-points", type=int, default=d.curve_points,
+                   help=f"dev validations along each curve row (default {d.curve_points}): the time-to-accuracy figure's "
+                        "points and the checkpoints its best is chosen from; each costs curve-learners fine-tunings on dev")
     p.add_argument("--only", nargs="+", default=[],
                    help="run only these rows: a whole key names that row, a part of a key every row holding it")
     p.add_argument("--list", action="store_true", help="print the planned rows and whether each is done")
@@ -959,14 +962,26 @@ def cmd_study(a) -> int:
                          grid_steps=a.grid_steps, grid_per_shape=a.grid_per_shape, eval_precision=a.eval_precision, full_steps=a.full_steps,
                          full_epochs=a.full_epochs, full_learners=a.full_learners, seeds=a.seeds,
                          other_seeds=a.other_seeds, only_seeds=tuple(a.only_seeds), curve_learners=a.curve_learners,
+                         curve_points=a.curve_points,
                          only=tuple(a.only), threads=a.threads, device=a.device, executor=a.executor,
                          address=a.address, cpus_per_row=a.cpus_per_row, gpus_per_row=a.gpus_per_row)
     if a.report:      # a view of the summary: the command line prints it (the engine imports no views)
         raise ReportRequested(Path(config.out), Path(a.against) if a.against else None)
-    if a.list:
+    if a.list:   # what is done and what it cost, so a re-run can be planned against a CPU budget
         study = Study(config)
-        for row in plan(config):
-            print(f"{row.key:32s} {'done' if study.result_path(row).exists() else 'to do'}")
+        rows, spent, left = plan(config), 0.0, 0
+        for row in rows:
+            path = study.result_path(row)
+            if path.exists():
+                hours = read_json(path).get("cpu_seconds", 0) / 3600
+                spent += hours
+                print(f"{row.key:40s} done   {hours:6.2f} CPU h")
+            else:
+                left += 1
+                print(f"{row.key:40s} to do")
+        pilots = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(config.out) / "grid").glob("*.json")))
+        print(f"{len(rows) - left} of {len(rows)} rows done: {spent:.2f} CPU h, and {pilots / 3600:.2f} CPU h of "
+              "learning-rate pilots")
         return 0
     rows = run_study(config, log=lambda s: print(s, flush=True))
     print(json.dumps({"summary": str(Path(config.out) / "summary.json"), "rows": len(rows),

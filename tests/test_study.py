@@ -148,6 +148,7 @@ def test_the_hour_recipe_is_the_default_and_pilots_name_the_way_back(capsys):
     (dict(headline_schedule="cosine"), "headline_schedule must be linear or constant"),
     (dict(headline_seq_len=0), "headline_seq_len must be >= 1"),
     (dict(headline_model_noise=-0.1), "headline_model_noise must be >= 0"),
+    (dict(curve_points=0), "curve_points must be >= 1"),
 ])
 def test_bad_study_settings_are_named(change, message):
     with pytest.raises(UserError, match=message):
@@ -389,9 +390,13 @@ def test_the_cli_lists_and_reports_a_study(smoke_study, capsys, tmp_path):
 
     out, rows, _ = smoke_study
     assert main(["study", "--preset", "smoke", "--out", str(out), "--list"]) == 0
-    listed = capsys.readouterr().out.splitlines()
+    *listed, total = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listed] == [r["key"] for r in rows]
-    assert all(line.split()[-1] == "done" for line in listed)
+    assert all(line.split()[1:] == ["done", f"{r['cpu_seconds'] / 3600:.2f}", "CPU", "h"]
+               for line, r in zip(listed, rows))
+    pilots_h = sum(json.loads(p.read_text())["cpu_seconds"] for p in (out / "grid").glob("*.json")) / 3600
+    assert total == (f"{len(rows)} of {len(rows)} rows done: {sum(r['cpu_seconds'] for r in rows) / 3600:.2f} CPU h, "
+                     f"and {pilots_h:.2f} CPU h of learning-rate pilots")
     assert main(["study", "--out", str(out), "--report"]) == 0
     report = capsys.readouterr().out
     assert report.startswith("| task | setting | accuracy |") and "CPU time: " in report
