@@ -62,6 +62,10 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # (--embed-max-norm 1.5, beyond the paper; a real word embedding's is ~1): uncapped, the vectors grow ~50x
 # over a long run and drown the position embeddings, so the data holds no word order; capped, it keeps a
 # real sentence's share of position
+# hour-ms-3x3-diff (seeds 0-1): SL+AL 3x3 with different data per step (the paper's multi-step, 3 samples per
+# class) on LONGEST's lr and schedule over the 3,300 steps its dearer step fits in the same 60 CPU minutes (a
+# T = 3 step costs about 2.4 of T = 1: ~1.08 s at one thread on the Intel Xeon); long-ms-3x3-diff ran it at the
+# long pair's constant 0.03 over 1,900 steps, before LONGEST's recipe existed
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -112,6 +116,8 @@ declare -A ROWS=(
   [hour-worddrop01]="$LONGEST --real-word-dropout 0.1"
   [hour-synthnoise03]="$LONGEST --synthetic-noise 0.3"
   [hour-modelnoise005]="$LONGEST --model-noise 0.05"
+  [hour-ms-3x3-diff]="--outer-steps 3300 --lr 0.1 --schedule linear --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 550 --budget-draws 3300"
+  [hour-ms-3x3-diff-seed1]="--outer-steps 3300 --lr 0.1 --schedule linear --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 550 --budget-draws 3300 --seed 1"
   [hour-modelnoise01]="$LONGEST --model-noise 0.1"
   [hour-embcap15]="$LONGEST --embed-max-norm 1.5"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
@@ -169,7 +175,7 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        hour-features-w01 hour-features-w01-seed1 hour-features-w01-seed2 long8000-lr01-linear
        long8000-lr01-linear-seed1 long8000-lr01-linear-seed2 hour-worddrop01 hour-worddrop01-seed1
        hour-worddrop01-seed2 hour-synthnoise03 hour-modelnoise005 hour-modelnoise01
-       hour-embcap15 hour-modelnoise005-seed1 hour-modelnoise005-seed2)
+       hour-embcap15 hour-modelnoise005-seed1 hour-modelnoise005-seed2 hour-ms-3x3-diff hour-ms-3x3-diff-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
