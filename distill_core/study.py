@@ -226,7 +226,7 @@ class StudyConfig:
     headline_schedule: str | None = "linear"
     headline_seq_len: int | None = None
     # beyond the paper: pre-trained-weight noise on each draw's θ0 (--model-noise); None: the run preset's (off).
-    # Not adopted: at 0.05 on the hour recipe, 84.30 ± 0.95 on validation across 3 seeds against 84.86 ± 0.22
+    # Not adopted: at 0.05 on the hour recipe, 84.30 ± 0.94 on validation across 3 seeds against 84.86 ± 0.22
     # (docs/ablation, rows hour-modelnoise005*), though its seed 0 alone read 85.4
     headline_model_noise: float | None = None
     # an SST-2 SL+AL "-long-sentences" row on train rows of at least this many words (0/None: none): SST-2's
