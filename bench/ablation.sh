@@ -117,7 +117,6 @@ declare -A ROWS=(
   [hour-synthnoise03]="$LONGEST --synthetic-noise 0.3"
   [hour-modelnoise005]="$LONGEST --model-noise 0.05"
   [hour-ms-3x3-diff]="--outer-steps 3300 --lr 0.1 --schedule linear --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 550 --budget-draws 3300"
-  [hour-ms-3x3-diff-seed1]="--outer-steps 3300 --lr 0.1 --schedule linear --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 550 --budget-draws 3300 --seed 1"
   [hour-modelnoise01]="$LONGEST --model-noise 0.1"
   [hour-embcap15]="$LONGEST --embed-max-norm 1.5"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"

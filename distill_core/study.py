@@ -186,6 +186,11 @@ class CpuBreakdown:
         return sep.join(f"{name} {p.hours:.2f} h ({p.count} {p.unit})" for name, p in self.parts.items())
 
 
+def pilot_cpu_seconds(out: Path) -> list[float]:
+    """The CPU seconds of each learning-rate grid file of a study directory (no row counts them)."""
+    return [read_json(p).get("cpu_seconds", 0) for p in sorted((Path(out) / "grid").glob("*.json"))]
+
+
 def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> CpuBreakdown:
     """The CPU time of a study directory's rows and pilots, by part.
 
@@ -198,7 +203,7 @@ def cpu_breakdown(out: Path, rows: list[dict] | None = None) -> CpuBreakdown:
     for r in rows:
         seeds = _distill_seeds(r)
         (baselines if seeds is None else by_seeds.setdefault(seeds, [])).append(r.get("cpu_seconds", 0))
-    grids = [read_json(p).get("cpu_seconds", 0) for p in sorted((Path(out) / "grid").glob("*.json"))]
+    grids = pilot_cpu_seconds(out)
     parts = {f"distilled rows with {k} seed{'s' if k != 1 else ''}": CpuPart(sum(v) / 3600, len(v), "rows")
              for k, v in sorted(by_seeds.items(), reverse=True)}
     parts["baselines"] = CpuPart(sum(baselines) / 3600, len(baselines), "rows")
@@ -979,7 +984,7 @@ def cmd_study(a) -> int:
             else:
                 left += 1
                 print(f"{row.key:40s} to do")
-        pilots = sum(read_json(p).get("cpu_seconds", 0) for p in sorted((Path(config.out) / "grid").glob("*.json")))
+        pilots = sum(pilot_cpu_seconds(Path(config.out)))
         print(f"{len(rows) - left} of {len(rows)} rows done: {spent:.2f} CPU h, and {pilots / 3600:.2f} CPU h of "
               "learning-rate pilots")
         return 0
