@@ -8,6 +8,7 @@ browser costs the run little.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import streamlit as st
 
@@ -52,7 +53,7 @@ def _ends(snap: jobs.JobSnapshot) -> str:
 def busy_notice(container, job: jobs.Job, queued: jobs.Job | None = None) -> None:
     """Say which heavy job holds the machine (who started it, when it ends) and link to it."""
     snap = job.snapshot(events=False)
-    page = PAGES["distill"] if job.kind == "distill" else PAGES["runs"]
+    page = PAGES.get({"distill": "distill", "anatomy": "attention"}.get(job.kind, "runs"), PAGES["runs"])
     who = "you" if snap.owner == session_owner()[0] else (snap.owner_label or "another session")
     text = f"A run is active: **{job.id}** ({job.kind}, started by {who}{_ends(snap)}). One heavy run at a time."
     if queued is not None:
@@ -205,9 +206,11 @@ def live_run_panel(job: jobs.Job | None, run_id: str, registry: jobs.JobRegistry
     charts()
 
 
-def evaluation_panel(run: RunDir, registry: jobs.JobRegistry) -> None:
-    """Progress of the run's latest evaluation job (one learner at a time) and the saved result."""
-    job = registry.for_run(run.path, "evaluate")
+def _learner_job_panel(run: RunDir, registry: jobs.JobRegistry, kind: str, noun: str, stop_key: str,
+                       show_result: Callable[[], None]) -> None:
+    """A learner-by-learner job's progress (queued, running with a stop button, failed), then its saved
+    result; polls while the job is active and reruns the page once when it ends."""
+    job = registry.for_run(run.path, kind)
     was_active = job is not None and job.snapshot(events=False).active
     me = session_owner()[0]
 
@@ -215,22 +218,44 @@ def evaluation_panel(run: RunDir, registry: jobs.JobRegistry) -> None:
     def panel() -> None:
         snap = job.snapshot() if job else None
         if snap and snap.status == "queued":
-            st.info(f"Evaluation queued behind {snap.queued_behind}.")
+            st.info(f"{noun} queued behind {snap.queued_behind}.")
         elif snap and snap.running:
             eta = f", about {clock(snap.eta)} left" if snap.eta is not None else ""
             st.progress(snap.done_units / max(1, snap.total),
                         text=f"{snap.message or 'starting'}: {snap.done_units}/{snap.total} learners{eta}")
             if snap.owner in (None, me):
-                st.button("Stop evaluation", key="stop_eval", on_click=job.stop)
+                st.button(f"Stop {noun.lower()}", key=stop_key, on_click=job.stop)
         elif snap and snap.status in ("error", "killed"):
             st.error(snap.message)
+        show_result()
+        if was_active and not (snap and snap.active):
+            st.rerun()
+
+    panel()
+
+
+def evaluation_panel(run: RunDir, registry: jobs.JobRegistry) -> None:
+    """Progress of the run's latest evaluation job (one learner at a time) and the saved result."""
+    def result() -> None:
         ev = run.results().get("evaluation")
         if ev:
             split = f" ({ev['split']})" if ev.get("split") else ""
             st.success(f"{ev['checkpoint']} (step {ev.get('step')}), {ev['learners']} learners on {ev['eval_rows']} "
                        f"evaluation rows{split}: " + ", ".join(f"{k} {v['mean']:.2f} ± {v['std']:.2f}"
                                                              for k, v in ev["metrics"].items()))
-        if was_active and not (snap and snap.active):
-            st.rerun()
+    _learner_job_panel(run, registry, "evaluate", "Evaluation", "stop_eval", result)
 
-    panel()
+
+def anatomy_panel(run: RunDir, checkpoint: str, step: int | None, registry: jobs.JobRegistry) -> None:
+    """Progress of the run's latest step-anatomy job, then the recorded measurement of this checkpoint."""
+    from distill_core.step_anatomy import recorded_anatomy
+    from distill_core.views.anatomy import anatomy_caption, anatomy_figure
+
+    def result() -> None:
+        found = recorded_anatomy(run, checkpoint, step)
+        if not found:
+            st.caption(f"No anatomy of {checkpoint} (step {step}) is recorded yet.")
+        for a in found[:1]:   # the one with the most learners
+            st.caption(anatomy_caption(a))
+            st.plotly_chart(anatomy_figure(a), key="anatomy_chart")
+    _learner_job_panel(run, registry, "anatomy", "Anatomy", "stop_anatomy", result)

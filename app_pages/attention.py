@@ -3,8 +3,10 @@
 import streamlit as st
 
 from distill_core.views import attention, bertviz_html
-from app_pages._shared import (export_buttons, inspect_cached, is_dark, load_checkpoint, pick_checkpoint, pick_run,
-                           show_error)
+from app_pages._live import anatomy_panel, busy_notice, session_owner
+from app_pages._shared import (export_buttons, inspect_cached, is_dark, job_registry, load_checkpoint,
+                               pick_checkpoint, pick_run, show_error)
+from distill_core import jobs
 
 st.title("Attention")
 st.caption("Each distilled sample carries a target [CLS] attention for every layer and head. Here it is set "
@@ -55,3 +57,24 @@ for tab, kind, build in views:
         st.download_button(f"Download the {kind} view (HTML, works offline)", page, key=f"{kind}_html",
                            file_name=f"{run.name}-{ckpt}-sample{sample}-{kind}-view.html", mime="text/html",
                            on_click="ignore")
+
+st.subheader("What the inner step moves")
+st.caption("Beyond the paper, a diagnostic: fresh learners are fine-tuned on this checkpoint as evaluation does, "
+           "then scored with each part's move undone in turn (put back to the pre-trained weights, or the head to "
+           "its random draw). It shows which moves carry the score. A job like Evaluate: about 12 scorings a "
+           "learner. `python -m distill_core inspect RUN --anatomy` does the same from a terminal.")
+c = st.columns([1, 1, 2])
+n = int(c[0].number_input("Learners", min_value=1, max_value=100, value=4, step=1, key="anatomy_learners"))
+on = c[1].radio("Split", ["dev", "evaluation"], key="anatomy_split", horizontal=True,
+                help="dev: carved from train, what selection reads; evaluation: the reported split")
+reg = job_registry()
+if c[2].button("Measure", key="anatomy_start"):
+    try:
+        running = reg.active()
+        sid, who = session_owner()
+        queued = jobs.start_anatomy(run, ckpt, n, on, reg, owner=sid, owner_label=who)
+        if running is not None:
+            busy_notice(st, running, queued=queued)
+    except Exception as exc:
+        show_error(exc)
+anatomy_panel(run, ckpt, distilled.meta.get("step"), reg)

@@ -282,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="override the run's data directory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="auto")
+    p.add_argument("--anatomy", action="store_true",
+                   help="instead: score learners with each part's inner-step move undone in turn (head only, "
+                        "encoder only, all but each layer; beyond the paper) and record it in the run's results")
+    p.add_argument("--learners", type=int, default=4, help="--anatomy: fresh heads (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=1234, help="--anatomy: first head seed (evaluation's default)")
+    p.add_argument("--split", help="--anatomy: dev or the task's evaluation split (default)")
+    p.add_argument("--eval-rows", type=int, help="--anatomy: score only the first N rows of the split")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     return parser
 
 
@@ -623,6 +631,8 @@ def _cmd_inspect(a) -> int:
 
     if a.top_k < 1:
         raise UserError("--top-k must be >= 1")
+    if a.anatomy:
+        return _cmd_anatomy(a)
     run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device)
     summary = inspect_summary(prep.learner, distilled, a.top_k)
     if a.json:
@@ -649,6 +659,37 @@ def _cmd_inspect(a) -> int:
             print(f"  pos {i:3d}: " + "  ".join(f"{t} {c:.2f}" for t, c in pos))
         if len(s["nearest"]) > 12:
             print(f"  ... {len(s['nearest']) - 12} more positions (use --json for all)")
+    return 0
+
+
+def _cmd_anatomy(a) -> int:
+    from .step_anatomy import record_anatomy, step_anatomy
+    from .views.anatomy import anatomy_lines
+
+    _set_threads(a.threads)
+    if a.learners < 1:
+        raise UserError(f"--learners must be >= 1, got {a.learners}")
+    run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device, a.eval_rows)
+    eval_name = prep.task.spec.eval_split if not cfg.data.is_custom else "evaluation file"
+    split = a.split or eval_name
+    if split == "dev":
+        if prep.dev is None:
+            raise UserError("this run has no dev split (made before it, or with dev_fraction 0)")
+        encoded = prep.dev
+    elif split in (eval_name, prep.task.spec.eval_split):
+        encoded, split = prep.eval, eval_name
+    else:
+        raise UserError(f"--split must be dev or {eval_name}, got {split!r}")
+    result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=a.learners,
+                          seed=a.seed, split=split)
+    result.checkpoint = a.checkpoint
+    record_anatomy(run, result)
+    if a.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(f"run {run.path}  checkpoint {a.checkpoint} (step {result.step})  "
+          f"task {prep.task.spec.name}{'  [demo data]' if prep.task.is_demo else ''}")
+    print("\n".join(anatomy_lines(result)))
     return 0
 
 

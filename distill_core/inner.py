@@ -32,7 +32,7 @@ from .learner import Learner, Params
 from .presets import BASE
 from .losses import attention_kl_rows, soft_cross_entropy
 
-__all__ = ["InnerLoss", "inner_loss", "fine_tune", "real_loss_and_grad", "hypergradient", "HyperResult"]
+__all__ = ["InnerLoss", "inner_loss", "fine_tune", "LOSS_TERMS", "real_loss_and_grad", "hypergradient", "HyperResult"]
 
 
 @dataclass
@@ -118,8 +118,31 @@ def _lr_parts(distilled: DistilledData, theta: Params) -> list[list[str]] | None
     return [[k for k in theta if group[k] == g] for g in range(len(distilled.lr_groups))]
 
 
-def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Params:
-    """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation)."""
+LOSS_TERMS = ("task", "attention", "features")
+
+
+def _weighted_terms(loss: InnerLoss, terms: tuple[str, ...], attention_weight: float,
+                    feature_weight: float) -> torch.Tensor:
+    """The named parts of an inner loss, with their weights (a part the data lacks adds nothing)."""
+    unknown = set(terms) - set(LOSS_TERMS)
+    if unknown:
+        raise ValueError(f"unknown inner-loss terms {sorted(unknown)}; known: {', '.join(LOSS_TERMS)}")
+    out = 0.0 * loss.task     # keeps the graph when no named part is present: a zero step
+    if "task" in terms:
+        out = out + loss.task
+    if "attention" in terms and loss.attention is not None:
+        out = out + attention_weight * loss.attention
+    if "features" in terms and loss.features is not None:
+        out = out + feature_weight * loss.features
+    return out
+
+
+def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData,
+              terms: tuple[str, ...] | None = None) -> Params:
+    """Fine-tune theta0 on the distilled data for T plain SGD steps (first order, as in evaluation).
+
+    terms: only these parts of the inner loss (LOSS_TERMS) drive the steps, a diagnostic of what each
+    part teaches (step_anatomy); None, the method: all of it."""
     cfg = distilled.config
     lrs = distilled.inner_lrs().detach()
     parts = _lr_parts(distilled, theta0)
@@ -129,7 +152,9 @@ def fine_tune(learner: Learner, theta0: Params, distilled: DistilledData) -> Par
             p = _leaf(theta)
             loss = inner_loss(learner, p, distilled.step_batch(t, detach=True), cfg.attention_labels,
                               cfg.attention_loss_weight, feature_weight=cfg.feature_loss_weight)
-            theta = _sgd_step(p, _grads(loss.total, p), lrs[t], parts=parts)   # the distiller's inner update too
+            objective = loss.total if terms is None else _weighted_terms(loss, terms, cfg.attention_loss_weight,
+                                                                         cfg.feature_loss_weight)
+            theta = _sgd_step(p, _grads(objective, p), lrs[t], parts=parts)   # the distiller's inner update too
     return theta
 
 

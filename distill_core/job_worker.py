@@ -1,4 +1,4 @@
-"""The job process: `python -m distill_core.job_worker` runs one distillation or evaluation away from the UI.
+"""The job process: `python -m distill_core.job_worker` runs one distillation, evaluation or step anatomy away from the UI.
 
 Protocol (JSON lines, so any front end can drive it):
 - stdin, first line: the job spec, e.g. {"kind": "distill", "run_dir": ..., "config": {...}, "threads": 2};
@@ -97,7 +97,37 @@ def _evaluate(spec: dict, emit: Emit, stop: StopSignal) -> dict:
     return {"status": "done", **record}
 
 
-WORK: dict[str, Callable[[dict, Emit, StopSignal], dict]] = {"distill": _distill, "evaluate": _evaluate}
+def _anatomy(spec: dict, emit: Emit, stop: StopSignal) -> dict:
+    from .distiller import RunConfig, prepare
+    from .distilled import DistilledData
+    from .runs import RunDir
+    from .step_anatomy import record_anatomy, step_anatomy
+
+    run = RunDir(Path(spec["run_dir"])).require()
+    cfg = RunConfig.from_dict(spec["config"])
+    checkpoint, learners, seed = spec["checkpoint"], int(spec["learners"]), int(spec.get("seed", 1234))
+    prep = prepare(cfg)
+    distilled = DistilledData.load(run.checkpoint(checkpoint), device=prep.learner.device, dtype=prep.learner.dtype,
+                                   expect=prep.learner.fingerprint())
+    dev = spec.get("split") == "dev" and prep.dev is not None
+    encoded, split = (prep.dev, "dev") if dev else (prep.eval, prep.task.spec.eval_split)
+    emit({"type": "job", "status": "running", "message": f"anatomy of {checkpoint}'s inner step on {split}"})
+    emit({"type": "progress", "done": 0, "total": learners})
+    try:
+        result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=learners, seed=seed,
+                              split=split, progress=lambda d, t: emit({"type": "progress", "done": d, "total": t}),
+                              should_stop=stop.is_set)
+    except UserError as exc:
+        if stop.is_set():   # a partial measurement would mislead: nothing is written
+            return {"status": "stopped", "message": str(exc)}
+        raise
+    result.checkpoint = checkpoint
+    record_anatomy(run, result)
+    return {"status": "done", **result.to_dict()}
+
+
+WORK: dict[str, Callable[[dict, Emit, StopSignal], dict]] = {"distill": _distill, "evaluate": _evaluate,
+                                                             "anatomy": _anatomy}
 
 
 def run_spec(spec: dict, emit: Emit, stop: StopSignal | None = None) -> dict:

@@ -33,7 +33,7 @@ from .errors import UserError
 from .event_window import EventWindow
 from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
-__all__ = ["Job", "JobSnapshot", "JobBusy", "JobRegistry", "REGISTRY", "start_distill", "start_evaluate",
+__all__ = ["Job", "JobSnapshot", "JobBusy", "JobRegistry", "REGISTRY", "start_distill", "start_evaluate", "start_anatomy",
            "start_resume", "stage_uploads", "reserve_run_dir", "write_imported_run",
            "ACTIVE", "FINISHED", "job_threads"]
 
@@ -60,7 +60,7 @@ class JobSnapshot:
     """A consistent copy of a job's progress, safe to read from any thread."""
 
     id: str
-    kind: str                        # distill | evaluate
+    kind: str                        # distill | evaluate | anatomy
     status: str                      # queued | starting | running | done | stopped | error | killed
     run_dir: str
     message: str = ""                # what the job is doing, or why it ended
@@ -581,6 +581,29 @@ def start_evaluate(run: RunDir, checkpoint: str, learners: int, registry: JobReg
             "learners": int(learners), "seed": int(seed), "threads": threads}
     job_id = f"eval-{run.name}-{time.strftime('%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
     return _submit(registry, job_id, "evaluate", run.path, spec, learners, owner, owner_label, in_process)
+
+
+def start_anatomy(run: RunDir, checkpoint: str, learners: int, split: str = "dev",
+                  registry: JobRegistry = REGISTRY, seed: int = 1234, owner: str | None = None,
+                  owner_label: str = "", threads: int | None = None, in_process: bool = False) -> Job:
+    """Score a checkpoint's learners with each part's inner-step move undone in turn (step_anatomy) on the
+    dev split (or the evaluation split: any other `split`); recorded in the run's results.json."""
+    from .distiller import RunConfig
+
+    run.require()
+    cfg = RunConfig.from_dict(run.config())
+    cfg.model.device = "auto"
+    cfg.data.eval_rows = None
+    path = run.checkpoint(checkpoint)
+    if not path.exists():
+        raise UserError(f"{run.name} has no checkpoint {checkpoint!r}; available: "
+                        f"{', '.join(run.list_checkpoints()) or 'none'}")
+    if int(learners) < 1:
+        raise UserError(f"learners must be >= 1, got {learners}")
+    spec = {"kind": "anatomy", "run_dir": str(run.path), "config": cfg.to_dict(), "checkpoint": checkpoint,
+            "learners": int(learners), "seed": int(seed), "split": split, "threads": threads}
+    job_id = f"anatomy-{run.name}-{time.strftime('%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+    return _submit(registry, job_id, "anatomy", run.path, spec, learners, owner, owner_label, in_process)
 
 
 def _submit(registry: JobRegistry, job_id: str, kind: str, run_dir: Path, spec: dict, total: int,

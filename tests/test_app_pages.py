@@ -221,6 +221,25 @@ def test_attention_page(ui_run):
     ok(at.run())
 
 
+def test_attention_page_measures_what_the_inner_step_moves(ui_run, runs_dir):
+    _, run_id, *_ = ui_run
+    wait_idle()
+    at = ok(app("app_pages/attention.py", run_id).run())
+    assert any(c.value.startswith("No anatomy of best") for c in at.caption)
+    at.number_input(key="anatomy_learners").set_value(1)
+    at.radio(key="anatomy_split").set_value("dev")
+    ok(at.button(key="anatomy_start").click().run())
+    deadline = time.time() + TIMEOUT
+    while jobs.REGISTRY.active() is not None and time.time() < deadline:
+        time.sleep(1.0)
+        ok(at.run())
+    ok(at.run())
+    recorded = RunDir(runs_dir / run_id).results()["anatomy"]
+    assert list(recorded) == ["best|dev|1|seed 1234"]
+    assert any("with every move" in c.value for c in at.caption)
+    assert any("how far each part moved" in c.proto.spec for c in at.get("plotly_chart"))
+
+
 def test_tokens_page(ui_run):
     _, run_id, *_ = ui_run
     at = ok(app("app_pages/tokens.py", run_id).run())
