@@ -681,7 +681,7 @@ def _cmd_anatomy(a) -> int:
     else:
         raise UserError(f"--split must be dev or {eval_name}, got {split!r}")
     result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=a.learners,
-                          seed=a.seed, split=split)
+                          seed=a.seed, split=split, metric=prep.task.spec.paper_metric)
     result.checkpoint = a.checkpoint
     record_anatomy(run, result)
     if a.json:

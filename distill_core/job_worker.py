@@ -115,8 +115,8 @@ def _anatomy(spec: dict, emit: Emit, stop: StopSignal) -> dict:
     emit({"type": "progress", "done": 0, "total": learners})
     try:
         result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=learners, seed=seed,
-                              split=split, progress=lambda d, t: emit({"type": "progress", "done": d, "total": t}),
-                              should_stop=stop.is_set)
+                              split=split, metric=prep.task.spec.paper_metric, should_stop=stop.is_set,
+                              progress=lambda d, t: emit({"type": "progress", "done": d, "total": t}))
     except UserError as exc:
         if stop.is_set():   # a partial measurement would mislead: nothing is written
             return {"status": "stopped", "message": str(exc)}

@@ -124,12 +124,16 @@ class StepAnatomy:
 
 
 def step_anatomy(learner: Learner, distilled: DistilledData, encoded: EncodedSplit, metrics: tuple[str, ...],
-                 learners: int = 4, seed: int = 1234, split: str = "evaluation",
+                 learners: int = 4, seed: int = 1234, split: str = "evaluation", metric: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> StepAnatomy:
     """Fine-tune `learners` fresh learners on the distilled data (head seeds seed, seed+1, ..., as
     evaluation uses) and score every move variant of each on `encoded`; with attention labels, also the
-    learner stepped on the label loss alone and on the attention loss alone."""
+    learner stepped on the label loss alone and on the attention loss alone. `metric` is the headline one
+    (the task's paper_metric; default: the first of `metrics`)."""
+    metric = metric or metrics[0]
+    if metric not in metrics:
+        raise UserError(f"metric {metric!r} is not one of the task's metrics ({', '.join(metrics)})")
     if learners < 1:
         raise UserError(f"learners must be >= 1, got {learners}")
     if len(encoded) == 0:
@@ -161,7 +165,7 @@ def step_anatomy(learner: Learner, distilled: DistilledData, encoded: EncodedSpl
             progress(i + 1, learners)
     return StepAnatomy(groups=groups,
                        relative_move={g: {"mean": float(np.mean(v)), "std": float(np.std(v))} for g, v in moves.items()},
-                       variants={name: summarize(r) for name, r in rows.items()}, metric=metrics[0],
+                       variants={name: summarize(r) for name, r in rows.items()}, metric=metric,
                        learners=learners, seed=seed, split=split, eval_rows=len(encoded),
                        seconds=time.perf_counter() - t0, step=distilled.meta.get("step"))
 

@@ -169,3 +169,13 @@ def test_fine_tune_on_named_loss_terms(bundled, demo):
     assert moved and not any(".pooler." in k for k in moved)              # the pooler sits above every attention
     with pytest.raises(ValueError, match="unknown inner-loss terms"):
         fine_tune(bundled, theta0, d, ("attention", "labels"))
+
+
+def test_the_headline_metric_is_the_task_s_and_must_be_one_of_its_metrics(bundled, demo):
+    prep, d = demo
+    metrics = ("accuracy", "f1", "glue")
+    a = step_anatomy(bundled, d, prep.eval, metrics, learners=1, metric="glue")
+    assert a.metric == "glue" and set(a.variants[EVERY_MOVE]) == set(metrics)
+    assert "glue" in anatomy_caption(a)
+    with pytest.raises(UserError, match="metric 'mcc' is not one of"):
+        step_anatomy(bundled, d, prep.eval, metrics, learners=1, metric="mcc")
