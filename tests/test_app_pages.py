@@ -49,6 +49,15 @@ def wait_idle(timeout: float = 240) -> None:
         assert job.join(timeout), f"job {job.id} still running"
 
 
+def rerun_until_idle(at: AppTest) -> None:
+    """Rerun the page every second while a job is active (its panel polls), then once more."""
+    deadline = time.time() + TIMEOUT
+    while jobs.REGISTRY.active() is not None and time.time() < deadline:
+        time.sleep(1.0)
+        ok(at.run())
+    ok(at.run())
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("app-runs")
@@ -229,11 +238,7 @@ def test_attention_page_measures_what_the_inner_step_moves(ui_run, runs_dir):
     at.number_input(key="anatomy_learners").set_value(1)
     at.radio(key="anatomy_split").set_value("dev")
     ok(at.button(key="anatomy_start").click().run())
-    deadline = time.time() + TIMEOUT
-    while jobs.REGISTRY.active() is not None and time.time() < deadline:
-        time.sleep(1.0)
-        ok(at.run())
-    ok(at.run())
+    rerun_until_idle(at)
     recorded = RunDir(runs_dir / run_id).results()["anatomy"]
     assert list(recorded) == ["best|dev|1|seed 1234"]
     assert any("with every move" in c.value for c in at.caption)
@@ -268,11 +273,7 @@ def test_runs_page(ui_run, runs_dir):
     # evaluate with N learners from the UI, with progress
     at.number_input(key="eval_n").set_value(2)
     ok(at.button(key="evaluate").click().run())
-    deadline = time.time() + TIMEOUT
-    while jobs.REGISTRY.active() is not None and time.time() < deadline:
-        time.sleep(1.0)
-        ok(at.run())
-    ok(at.run())
+    rerun_until_idle(at)
     evaluation = RunDir(runs_dir / run_id).results()["evaluation"]
     assert evaluation["learners"] == 2 and evaluation["checkpoint"] == "best"
     assert any("2 learners" in s.value for s in at.success)
