@@ -254,7 +254,10 @@ def anatomy_panel(run: RunDir, checkpoint: str, step: int | None, registry: jobs
     def result() -> None:
         found = recorded_anatomy(run, checkpoint, step)
         if not found:
-            st.caption(f"No anatomy of {checkpoint} (step {step}) is recorded yet.")
+            others = sorted({f"{r.get('checkpoint')} (step {r.get('step')})"
+                             for r in (run.results().get("anatomy") or {}).values() if isinstance(r, dict)})
+            st.caption(f"No anatomy of {checkpoint} (step {step}) is recorded yet."
+                       + (f" Recorded for: {', '.join(others)}." if others else ""))
         for a in found[:1]:   # the one with the most learners
             st.caption(anatomy_caption(a))
             st.plotly_chart(anatomy_figure(a), key="anatomy_chart")
