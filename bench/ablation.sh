@@ -66,6 +66,9 @@ COMMON=(--preset cpu --task sst2 --data-dir "$DATA" --threads "$THREADS" --no-ba
 # class) on LONGEST's lr and schedule over the 3,300 steps its dearer step fits in the same 60 CPU minutes (a
 # T = 3 step costs about 2.4 of T = 1: ~1.08 s at one thread on the Intel Xeon); long-ms-3x3-diff ran it at the
 # long pair's constant 0.03 over 1,900 steps, before LONGEST's recipe existed
+# hour-lr-head (seeds 0-1): LONGEST with one inner lr for the head and one for the encoder (--inner-lr-groups head,
+# beyond the paper): the step anatomy (inspect --anatomy) found the head's own move adds nothing to the score
+# at this budget, so the data may do better steering the two moves apart; lr-head ran it at 1,200 steps only
 # the budgets most rows share; a row adds the one lever it measures (LONGEST: the best long recipe's lr and
 # schedule over 6,000 steps, its seeds and the hour-* rows the only rows on that CPU)
 ONE="--outer-steps 1200 --budget-draws 1200"
@@ -119,6 +122,7 @@ declare -A ROWS=(
   [hour-ms-3x3-diff]="--outer-steps 3300 --lr 0.1 --schedule linear --samples-per-class 3 --inner-steps 3 --different-data-per-step --split-inner-lr --eval-every 550 --budget-draws 3300"
   [hour-modelnoise01]="$LONGEST --model-noise 0.1"
   [hour-embcap15]="$LONGEST --embed-max-norm 1.5"
+  [hour-lr-head]="$LONGEST --inner-lr-groups head"
   [long6000-lr01-linear-hl]="$LONGEST --label-type hard"
   [long6000-lr01-linear-seq32]="$LONGEST --seq-len 32"
   [long8000-lr01-linear]="${LONGEST//6000/8000}"    # LONGEST over 8,000 steps
@@ -174,7 +178,8 @@ ORDER=(base lr-head lr-layer meta4 bound1 frozen-lr seq128 ms-1x1 ms-1x3-same ms
        hour-features-w01 hour-features-w01-seed1 hour-features-w01-seed2 long8000-lr01-linear
        long8000-lr01-linear-seed1 long8000-lr01-linear-seed2 hour-worddrop01 hour-worddrop01-seed1
        hour-worddrop01-seed2 hour-synthnoise03 hour-modelnoise005 hour-modelnoise01
-       hour-embcap15 hour-modelnoise005-seed1 hour-modelnoise005-seed2 hour-ms-3x3-diff hour-ms-3x3-diff-seed1)
+       hour-embcap15 hour-modelnoise005-seed1 hour-modelnoise005-seed2 hour-ms-3x3-diff hour-ms-3x3-diff-seed1
+       hour-lr-head hour-lr-head-seed1)
 [ $# -gt 0 ] && ORDER=("$@")
 
 # a row's flags; NAME-seedN, unless ROWS lists it, is row NAME on seed N (--seed also moves the data seed)
