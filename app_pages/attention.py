@@ -62,7 +62,8 @@ st.subheader("What the inner step moves")
 st.caption("Beyond the paper, a diagnostic: fresh learners are fine-tuned on this checkpoint as evaluation does, "
            "then scored with each part's move undone in turn (put back to the pre-trained weights, or the head to "
            "its random draw). It shows which moves carry the score. A job like Evaluate: a learner costs about "
-           "13 scorings of the split and 3 fine-tunings. `python -m distill_core inspect RUN --anatomy` does the same from a terminal.")
+           "13 scorings of the split and 3 fine-tunings. `python -m distill_core inspect RUN --anatomy` does the "
+           "same from a terminal.")
 c = st.columns([1, 1, 2])
 n = int(c[0].number_input("Learners", min_value=1, max_value=100, value=4, step=1, key="anatomy_learners"))
 on = c[1].radio("Split", ["dev", "evaluation"], key="anatomy_split", horizontal=True,

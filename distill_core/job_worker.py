@@ -1,4 +1,5 @@
-"""The job process: `python -m distill_core.job_worker` runs one distillation, evaluation or step anatomy away from the UI.
+"""The job process: `python -m distill_core.job_worker` runs one distillation, evaluation or step anatomy
+away from the UI.
 
 Protocol (JSON lines, so any front end can drive it):
 - stdin, first line: the job spec, e.g. {"kind": "distill", "run_dir": ..., "config": {...}, "threads": 2};
@@ -109,8 +110,10 @@ def _anatomy(spec: dict, emit: Emit, stop: StopSignal) -> dict:
     prep = prepare(cfg)
     distilled = DistilledData.load(run.checkpoint(checkpoint), device=prep.learner.device, dtype=prep.learner.dtype,
                                    expect=prep.learner.fingerprint())
-    dev = spec.get("split") == "dev" and prep.dev is not None
-    encoded, split = (prep.dev, "dev") if dev else (prep.eval, prep.task.spec.eval_split)
+    if spec.get("split") == "dev" and prep.dev is None:
+        raise UserError(f"{run.name} has no dev split (made before it, or with dev_fraction 0): "
+                        "measure on the evaluation split")
+    encoded, split = (prep.dev, "dev") if spec.get("split") == "dev" else (prep.eval, prep.task.spec.eval_split)
     emit({"type": "job", "status": "running", "message": f"anatomy of {checkpoint}'s inner step on {split}"})
     emit({"type": "progress", "done": 0, "total": learners})
     try:

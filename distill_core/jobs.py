@@ -33,8 +33,8 @@ from .errors import UserError
 from .event_window import EventWindow
 from .runs import RunDir, default_runs_dir, new_run_name, write_json
 
-__all__ = ["Job", "JobSnapshot", "JobBusy", "JobRegistry", "REGISTRY", "start_distill", "start_evaluate", "start_anatomy",
-           "start_resume", "stage_uploads", "reserve_run_dir", "write_imported_run",
+__all__ = ["Job", "JobSnapshot", "JobBusy", "JobRegistry", "REGISTRY", "start_distill", "start_evaluate",
+           "start_anatomy", "start_resume", "stage_uploads", "reserve_run_dir", "write_imported_run",
            "ACTIVE", "FINISHED", "job_threads"]
 
 ACTIVE = ("starting", "running")                 # holds the heavy-work slot

@@ -39,6 +39,7 @@ ENCODER_ONLY = "encoder only"  # the head stays at its random draw
 ALL_BUT = "all but "           # prefix: one group's move undone
 LABEL_LOSS_ONLY = "label loss only"          # the step taken on the label (task) loss alone
 ATTENTION_LOSS_ONLY = "attention loss only"  # the step taken on the attention-label loss alone
+LOSS_VARIANTS = ((LABEL_LOSS_ONLY, ("task", "features")), (ATTENTION_LOSS_ONLY, ("attention",)))
 
 _LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 
@@ -157,14 +158,15 @@ def step_anatomy(learner: Learner, distilled: DistilledData, encoded: EncodedSpl
                   for name, kept in move_variants(groups)]
         if attention_terms:   # what each part of the inner loss teaches on its own, from the same head
             scored += [(name, {k: v.detach() for k, v in fine_tune(learner, theta0, distilled, terms).items()})
-                       for name, terms in ((LABEL_LOSS_ONLY, ("task", "features")), (ATTENTION_LOSS_ONLY, ("attention",)))]
+                       for name, terms in LOSS_VARIANTS]
         for name, params in scored:
             preds = predict_logits(learner, params, encoded, batches=batches).argmax(-1).numpy()
             rows.setdefault(name, []).append(compute_metrics(preds, labels, metrics))
         if progress is not None:
             progress(i + 1, learners)
     return StepAnatomy(groups=groups,
-                       relative_move={g: {"mean": float(np.mean(v)), "std": float(np.std(v))} for g, v in moves.items()},
+                       relative_move={g: {"mean": float(np.mean(v)), "std": float(np.std(v))}
+                                      for g, v in moves.items()},
                        variants={name: summarize(r) for name, r in rows.items()}, metric=metric,
                        learners=learners, seed=seed, split=split, eval_rows=len(encoded),
                        seconds=time.perf_counter() - t0, step=distilled.meta.get("step"))
