@@ -76,3 +76,12 @@ def load_run_checkpoint(run_path: str, checkpoint: str, data_dir: str, threads: 
     distilled = DistilledData.load(run.checkpoint(checkpoint), device=prep.learner.device,
                                    dtype=prep.learner.dtype, expect=prep.learner.fingerprint())
     return run, cfg, prep, distilled
+
+
+def save_figure(fig, out) -> None:
+    """Write a matplotlib figure for the docs (its folder made as needed) and print where it went."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(out)

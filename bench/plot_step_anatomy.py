@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import save_figure  # noqa: E402
 from distill_core.step_anatomy import StepAnatomy  # noqa: E402
 
 
@@ -47,11 +48,7 @@ def main(argv: list[str]) -> None:
     ax.set_title("What one step on distilled data owes to each move and each loss")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, frameon=False)
-    out = Path(a.out or f"docs/figures/{Path(a.records).stem}.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out)
-    print(out)
+    save_figure(fig, Path(a.out or f"docs/figures/{Path(a.records).stem}.png"))
 
 
 if __name__ == "__main__":

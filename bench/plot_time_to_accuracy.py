@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import save_figure  # noqa: E402
 from distill_core.study import time_to_accuracy  # noqa: E402
 from distill_core.views.results import series_label  # noqa: E402
 
@@ -43,11 +44,7 @@ def main(argv: list[str]) -> None:
     ax.set_title(f"{a.task}: time to accuracy on the dev split (mean ± std)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    out = Path(a.out or f"docs/figures/time-to-accuracy-{a.task}.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out)
-    print(out)
+    save_figure(fig, Path(a.out or f"docs/figures/time-to-accuracy-{a.task}.png"))
 
 
 if __name__ == "__main__":
