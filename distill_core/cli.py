@@ -523,19 +523,6 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
-def _split_of(asked: str | None, cfg, prep):
-    """(name, encoded rows) of the split that --split names: dev, or the evaluation split (the default)."""
-    eval_name = prep.task.spec.eval_split if not cfg.data.is_custom else "evaluation file"
-    split = asked or eval_name
-    if split == "dev":
-        if prep.dev is None:
-            raise UserError("this run has no dev split (made before it, or with dev_fraction 0)")
-        return split, prep.dev
-    if split in (eval_name, prep.task.spec.eval_split):
-        return split, prep.eval
-    raise UserError(f"--split must be dev or {eval_name}, got {split!r}")
-
-
 def _evaluate_one(a, run_arg: str) -> dict:
     from tqdm import tqdm
 
@@ -546,7 +533,7 @@ def _evaluate_one(a, run_arg: str) -> dict:
         run, cfg, prep, distilled = _load_bare_file(target, a.data_dir, a.device, a.eval_rows)
     else:
         run, cfg, prep, distilled = _load_for_run(run_arg, a.checkpoint, a.data_dir, a.device, a.eval_rows)
-    split, encoded = _split_of(a.split, cfg, prep)
+    split, encoded = prep.split(a.split, cfg.data.is_custom)
     world = getattr(a, "world", None)
     writer = world is None or world.is_writer
     bar = tqdm(total=len(range(0, a.learners, world.size if world else 1)), desc="evaluate", unit="learner",
@@ -674,10 +661,9 @@ def _cmd_anatomy(a) -> int:
     if a.learners < 1:
         raise UserError(f"--learners must be >= 1, got {a.learners}")
     run, cfg, prep, distilled = _load_for_run(a.run, a.checkpoint, a.data_dir, a.device, a.eval_rows)
-    split, encoded = _split_of(a.split, cfg, prep)
+    split, encoded = prep.split(a.split, cfg.data.is_custom)
     result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=a.learners,
-                          seed=a.seed, split=split, metric=prep.task.spec.paper_metric)
-    result.checkpoint = a.checkpoint
+                          seed=a.seed, split=split, metric=prep.task.spec.paper_metric, checkpoint=a.checkpoint)
     record_anatomy(run, result)
     if a.json:
         print(json.dumps(result.to_dict()))

@@ -193,6 +193,19 @@ class Prepared:
     def selection_name(self) -> str:
         return "dev" if self.dev is not None else self.task.spec.eval_split
 
+    def split(self, asked: str | None, custom: bool = False) -> tuple[str, EncodedSplit]:
+        """(name, encoded rows) of the split a user names: dev, or the evaluation split (the default;
+        "evaluation file" for a custom data set, which also answers to the task's split name)."""
+        eval_name = "evaluation file" if custom else self.task.spec.eval_split
+        name = asked or eval_name
+        if name == "dev":
+            if self.dev is None:
+                raise UserError("this run has no dev split (made before it, or with dev_fraction 0)")
+            return name, self.dev
+        if name in (eval_name, self.task.spec.eval_split):
+            return name, self.eval
+        raise UserError(f"--split must be dev or {eval_name}, got {name!r}")
+
 
 def prepare(config: RunConfig, learner: Learner | None = None, task: TaskData | None = None) -> Prepared:
     """Load the task data and the learner, and tokenise both splits once."""

@@ -110,21 +110,18 @@ def _anatomy(spec: dict, emit: Emit, stop: StopSignal) -> dict:
     prep = prepare(cfg)
     distilled = DistilledData.load(run.checkpoint(checkpoint), device=prep.learner.device, dtype=prep.learner.dtype,
                                    expect=prep.learner.fingerprint())
-    if spec.get("split") == "dev" and prep.dev is None:
-        raise UserError(f"{run.name} has no dev split (made before it, or with dev_fraction 0): "
-                        "measure on the evaluation split")
-    encoded, split = (prep.dev, "dev") if spec.get("split") == "dev" else (prep.eval, prep.task.spec.eval_split)
+    split, encoded = prep.split("dev" if spec.get("split") == "dev" else None, cfg.data.is_custom)
     emit({"type": "job", "status": "running", "message": f"anatomy of {checkpoint}'s inner step on {split}"})
     emit({"type": "progress", "done": 0, "total": learners})
     try:
         result = step_anatomy(prep.learner, distilled, encoded, prep.task.spec.metrics, learners=learners, seed=seed,
-                              split=split, metric=prep.task.spec.paper_metric, should_stop=stop.is_set,
+                              split=split, metric=prep.task.spec.paper_metric, checkpoint=checkpoint,
+                              should_stop=stop.is_set,
                               progress=lambda d, t: emit({"type": "progress", "done": d, "total": t}))
     except UserError as exc:
         if stop.is_set():   # a partial measurement would mislead: nothing is written
             return {"status": "stopped", "message": str(exc)}
         raise
-    result.checkpoint = checkpoint
     record_anatomy(run, result)
     return {"status": "done", **result.to_dict()}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -109,7 +109,6 @@ class StepAnatomy:
     seconds: float
     checkpoint: str | None = None
     step: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,12 +125,14 @@ class StepAnatomy:
 
 def step_anatomy(learner: Learner, distilled: DistilledData, encoded: EncodedSplit, metrics: tuple[str, ...],
                  learners: int = 4, seed: int = 1234, split: str = "evaluation", metric: str | None = None,
+                 checkpoint: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> StepAnatomy:
     """Fine-tune `learners` fresh learners on the distilled data (head seeds seed, seed+1, ..., as
     evaluation uses) and score every move variant of each on `encoded`; with attention labels, also the
     learner stepped on the label loss alone and on the attention loss alone. `metric` is the headline one
-    (the task's paper_metric; default: the first of `metrics`)."""
+    (the task's paper_metric; default: the first of `metrics`); `checkpoint` names the data's file in its
+    run, which record_anatomy needs."""
     metric = metric or metrics[0]
     if metric not in metrics:
         raise UserError(f"metric {metric!r} is not one of the task's metrics ({', '.join(metrics)})")
@@ -169,7 +170,7 @@ def step_anatomy(learner: Learner, distilled: DistilledData, encoded: EncodedSpl
                                       for g, v in moves.items()},
                        variants={name: summarize(r) for name, r in rows.items()}, metric=metric,
                        learners=learners, seed=seed, split=split, eval_rows=len(encoded),
-                       seconds=time.perf_counter() - t0, step=distilled.meta.get("step"))
+                       seconds=time.perf_counter() - t0, checkpoint=checkpoint, step=distilled.meta.get("step"))
 
 
 def _key(a: StepAnatomy) -> str:
@@ -180,7 +181,7 @@ def record_anatomy(run: RunDir, anatomy: StepAnatomy) -> None:
     """Keep a measurement in the run's results.json under `anatomy`, keyed by checkpoint, split,
     learners and seed (a newer one with the same key replaces the older)."""
     if not anatomy.checkpoint:
-        raise UserError("an anatomy is recorded for a named checkpoint; set its checkpoint first")
+        raise UserError("an anatomy is recorded for a named checkpoint; pass step_anatomy its checkpoint")
     results = run.results()
     kept = dict(results.get("anatomy") or {})
     kept[_key(anatomy)] = anatomy.to_dict()
