@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
+    from distill_core.distilled import DistilledData
     from distill_core.runs import RunDir, atomic_write_bytes
     from distill_core.step_anatomy import recorded_anatomy
 
@@ -27,8 +28,8 @@ def main(argv: list[str]) -> None:
     found = {}
     for path in a.runs:
         run = RunDir(Path(path)).require()
-        step = next((r.get("step") for r in (run.results().get("anatomy") or {}).values()
-                     if r.get("checkpoint") == a.checkpoint), None)
+        # the checkpoint's own step, as the Attention page reads it: a record of an older `last` is stale
+        step = DistilledData.load(run.checkpoint(a.checkpoint)).meta.get("step")
         records = recorded_anatomy(run, a.checkpoint, step)
         if not records:
             sys.exit(f"{path}: no anatomy of checkpoint {a.checkpoint!r}; run `python -m distill_core inspect "
@@ -36,6 +37,9 @@ def main(argv: list[str]) -> None:
         found[run.name] = records[0]
     names = list(found)
     metric = found[names[0]].metric
+    if any(r.metric != metric for r in found.values()):
+        sys.exit("these runs' headline metrics differ (" + ", ".join(f"{n}: {r.metric}" for n, r in found.items())
+                 + "); make one table per task")
     variants = list(dict.fromkeys(v for r in found.values() for v in r.variants))
     groups = list(dict.fromkeys(g for r in found.values() for g in r.groups))
     print("| " + " | ".join([f"{metric} (learners, rows)"] + [f"`{n}`" for n in names]) + " |")

@@ -101,7 +101,7 @@ class StepAnatomy:
     groups: list[str]
     relative_move: dict[str, dict[str, float]]        # group -> {mean, std} over learners
     variants: dict[str, dict[str, dict[str, float]]]   # variant -> metric -> {mean, std, n}
-    metric: str                                        # the task's headline metric, first of its metrics
+    metric: str                                        # the headline metric (the task's paper metric)
     learners: int
     seed: int
     split: str
